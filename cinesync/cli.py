@@ -1,0 +1,304 @@
+"""The ``cinesync`` command.
+
+Commands that only read metadata (``plugins list``, ``--help`` of built-in commands) import no plugin code and
+no torch. Plugins add commands through the ``cinesync_register_commands`` hook, which fires only when a command
+that is not built in is asked for, or when the full command list is shown.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cinesync.errors import CineSyncError
+
+
+class PluginCommandGroup(click.Group):
+    """A click group that lets hook plugins add commands, loading them only when needed."""
+
+    _plugins_loaded = False
+
+    def _load_plugin_commands(self) -> None:
+        if not self._plugins_loaded:
+            self._plugins_loaded = True
+            from cinesync.hooks import plugin_manager
+
+            plugin_manager().hook.cinesync_register_commands(cli=self)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None:
+            self._load_plugin_commands()
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_plugin_commands()
+        return super().list_commands(ctx)
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+@click.group(cls=PluginCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cinesync")
+def cli() -> None:
+    """CineSync: plugin-based movie and TV recommenders, from manifest to served artifact."""
+
+
+# -- run ---------------------------------------------------------------------------------------------------
+_data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="CINESYNC_DATA_DIR",
+    help="Where datasets named in manifests live (default: $CINESYNC_DATA_DIR; ml-latest-small ships inside).",
+)
+
+
+@cli.command()
+@click.argument("manifest", type=click.Path(path_type=Path))
+@_data_dir_option
+@click.option(
+    "--output", type=click.Path(file_okay=False, path_type=Path), help="Directory for artifacts and results."
+)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON.")
+@click.option("--progress/--no-progress", default=True, help="Show training progress bars.")
+def run(manifest: Path, data_dir: Path | None, output: Path | None, json_path: Path | None, progress: bool) -> None:
+    """Train and evaluate every model of a suite (or model) MANIFEST and print a comparison table."""
+    from cinesync.manifest import EnsembleManifest, ModelManifest, ModelSpec, SuiteManifest, load_manifest
+    from cinesync.suite import run_suite, write_json
+
+    loaded = load_manifest(manifest)
+    if isinstance(loaded, EnsembleManifest):
+        raise CineSyncError(
+            f"{manifest}: running ensemble manifests is not available in cinesync {_version()}; "
+            "validate it with 'cinesync validate'"
+        )
+    if isinstance(loaded, ModelManifest):
+        suite = SuiteManifest(
+            kind="suite",
+            name=loaded.name,
+            description=loaded.description,
+            evaluation=loaded.evaluation or SuiteManifest.model_fields["evaluation"].get_default(call_default_factory=True),
+            models=[ModelSpec(name=loaded.name, component=loaded.component, params=loaded.params, training=loaded.training)],
+        )
+    else:
+        assert isinstance(loaded, SuiteManifest)
+        suite = loaded
+    console = _console()
+    protocol = suite.evaluation
+    console.print(
+        f"[bold]{suite.name}[/bold]: {len(suite.models)} model(s) on {protocol.dataset.name}, "
+        f"split {protocol.split.method}, full ranking, metrics {', '.join(protocol.metrics)}"
+    )
+
+    def report(result: Any) -> None:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
+        console.print(f"  [green]done[/green] {result.name}: {shown} (train {result.train_seconds:.1f}s)")
+
+    outcome = run_suite(
+        suite, source=str(manifest), data_dir=data_dir, output=output, progress=progress, on_result=report
+    )
+    console.print(results_table(outcome.to_json()))
+    if json_path is not None:
+        write_json(json_path, outcome.to_json())
+        console.print(f"results written to {json_path}")
+    if output is not None:
+        console.print(f"artifacts written to {output / 'artifacts'}")
+
+
+def results_table(payload: dict[str, Any]) -> Any:
+    """A rich table of a suite's results: one row per model, metrics then training time."""
+    from rich.table import Table
+
+    results = payload["results"]
+    metric_names = list(next(iter(results.values())).keys()) if results else []
+    metric_names = [m for m in metric_names if m not in ("validation", "fit_info", "artifact")]
+    table = Table(title=f"{payload['suite']} on {payload['protocol']['dataset']['name']} (test split)")
+    table.add_column("model")
+    for metric in metric_names:
+        table.add_column(metric, justify="right")
+    for name, row in results.items():
+        cells = []
+        for metric in metric_names:
+            value = row[metric]
+            cells.append(f"{value:.4f}" if isinstance(value, float) and metric not in ("train_seconds", "eval_seconds") else str(value))
+        table.add_row(name, *cells)
+    return table
+
+
+def _version() -> str:
+    from cinesync import __version__
+
+    return __version__
+
+
+# -- validate / schema -------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("manifest", type=click.Path(path_type=Path))
+def validate(manifest: Path) -> None:
+    """Check a MANIFEST: structure, component ids, and each component's params."""
+    from cinesync.manifest import check_components, load_manifest
+
+    loaded = load_manifest(manifest)
+    check_components(loaded, str(manifest))
+    click.echo(f"{manifest}: valid {loaded.kind} manifest {loaded.name!r}")
+
+
+@cli.command()
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=Path("registry/schema"))
+def schema(output: Path) -> None:
+    """Write the JSON Schema of each manifest kind to OUTPUT."""
+    from cinesync.manifest import json_schemas
+
+    output.mkdir(parents=True, exist_ok=True)
+    for kind, document in json_schemas().items():
+        (output / f"{kind}.schema.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        click.echo(f"wrote {output / f'{kind}.schema.json'}")
+
+
+# -- evaluate / recommend ----------------------------------------------------------------------------------
+@cli.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@_data_dir_option
+@click.option("--metric", "metrics", multiple=True, help="Metric spec such as ndcg@10 (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def evaluate(artifact: Path, data_dir: Path | None, metrics: tuple[str, ...], as_json: bool) -> None:
+    """Evaluate a saved ARTIFACT again under the protocol it was trained with (its manifest's evaluation)."""
+    from cinesync.evaluate import evaluate as run_evaluation
+    from cinesync.manifest import EvaluationProtocol
+    from cinesync.serve.artifacts import load_artifact, read_manifest
+    from cinesync.suite import prepare_data
+
+    recorded = read_manifest(artifact).get("evaluation")
+    if not recorded:
+        raise CineSyncError(f"{artifact}: the artifact records no evaluation protocol to evaluate it under")
+    protocol = EvaluationProtocol.model_validate(recorded)
+    if metrics:
+        protocol = protocol.model_copy(update={"metrics": list(metrics)})
+    model = load_artifact(artifact)
+    split = prepare_data(protocol, data_dir)
+    if split.test.items != model.items:
+        raise CineSyncError(f"{artifact}: the model's item ids do not match dataset {protocol.dataset.name!r}")
+    history = split.train_valid if protocol.refit else split.train
+    result = run_evaluation(model, split.test, metrics=protocol.metrics, history=history)
+    if as_json:
+        click.echo(json.dumps(result.metrics, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{artifact} on {protocol.dataset.name} (test split, {result.n_users} users)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in result.metrics.items():
+        table.add_row(name, f"{value:.4f}")
+    _console().print(table)
+
+
+@cli.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--user", "users", multiple=True, required=True, help="User id as in the source data (repeatable).")
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--include-seen", is_flag=True, help="Do not exclude items the user already interacted with.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON records instead of a table.")
+def recommend(artifact: Path, users: tuple[str, ...], k: int, include_seen: bool, as_json: bool) -> None:
+    """Print the top-k items (with titles) a saved ARTIFACT recommends for each --user."""
+    from cinesync.serve.artifacts import load_artifact
+
+    model = load_artifact(artifact)
+    result = model.recommend(list(users), k=k, exclude_seen=not include_seen)
+    assert model.items is not None
+    titles = model.item_titles or [str(i) for i in model.items.ids]
+    if as_json:
+        records = result.to_records()
+        for record in records:
+            record["title"] = titles[int(model.items.index([record["item"]])[0])]
+        click.echo(json.dumps(records, indent=2, default=str))
+        return
+    from rich.table import Table
+
+    console = _console()
+    for user, items, scores in zip(result.users, result.items, result.scores, strict=True):
+        table = Table(title=f"top {len(items)} for user {user}")
+        table.add_column("#", justify="right")
+        table.add_column("item")
+        table.add_column("title")
+        table.add_column("score", justify="right")
+        positions = model.items.index(items)
+        for rank, (item, position, score) in enumerate(zip(items, positions, scores, strict=True), start=1):
+            table.add_row(str(rank), str(item), titles[int(position)], f"{score:.4f}")
+        console.print(table)
+
+
+# -- plugins -----------------------------------------------------------------------------------------------
+@cli.group()
+def plugins() -> None:
+    """Inspect installed components."""
+
+
+@plugins.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--kind", type=click.Choice(["recommender", "encoder", "fusion", "metric", "context_signal"]))
+def plugins_list(as_json: bool, kind: str | None) -> None:
+    """List components from package metadata (imports no plugin code)."""
+    from cinesync.registry import list_components
+
+    components = list_components(kind)
+    if as_json:
+        click.echo(json.dumps([c.to_dict() for c in components], indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(components)} components")
+    for column in ("kind", "id", "distribution", "version", "target"):
+        table.add_column(column)
+    for c in components:
+        component_id = c.id if not c.problem else f"{c.id} [red](invalid: {c.problem})[/red]"
+        table.add_row(c.kind, component_id, c.distribution, c.version, c.target)
+    _console().print(table)
+
+
+@plugins.command("doctor")
+def plugins_doctor() -> None:
+    """Import and validate every component; exit 1 if any is broken."""
+    from cinesync.registry import doctor
+
+    console = _console()
+    broken = 0
+    for info, problem in doctor():
+        if problem is None:
+            console.print(f"[green]ok[/green]     {info.kind} {info.id} ({info.distribution} {info.version})")
+        else:
+            broken += 1
+            console.print(f"[red]broken[/red] {info.kind} {info.id}: {problem}")
+    if broken:
+        console.print(f"{broken} broken component(s); everything else works")
+        sys.exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the CLI, printing CineSync errors as one readable message (exit status 2)."""
+    try:
+        cli.main(args=argv, prog_name="cinesync", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except CineSyncError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    except click.exceptions.Exit as exit_:
+        sys.exit(exit_.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,435 @@
+"""The contracts every plugin implements: Recommender, Encoder, Fusion, Metric, ContextSignal.
+
+A component is a class with a nested pydantic ``Config`` (extra fields forbidden). Its constructor takes either
+a ``Config`` or the config's fields as keyword arguments, and ``type(c)(c.config)`` rebuilds an equivalent
+component: the config is the whole of what a user chose. Learned state lives in tensors that ``state_tensors``
+returns and ``load_state_tensors`` restores, so artifacts are safetensors files and never pickles.
+
+This module imports no torch: torch is imported inside the methods that compute.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from cinesync.errors import CineSyncError, DataError, NotFittedError
+
+if TYPE_CHECKING:
+    import torch
+
+    from cinesync.data.dataset import Dataset, IdMap
+    from cinesync.evaluate.ranking import RankedLists
+    from cinesync.train.trainer import TrainerConfig
+
+#: Major version of the plugin API. A plugin built against another major version is refused at load time.
+PLUGIN_API_VERSION = 1
+
+
+class ComponentConfig(BaseModel):
+    """Base of every component's ``Config``: unknown fields are an error, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class Component:
+    """What every plugin kind shares: a typed config and the plugin API version it was written for."""
+
+    kind: ClassVar[str] = "component"
+    plugin_api_version: ClassVar[int] = PLUGIN_API_VERSION
+    Config: ClassVar[type[ComponentConfig]] = ComponentConfig
+
+    def __init__(self, config: ComponentConfig | None = None, **params: Any) -> None:
+        if config is not None and params:
+            raise TypeError(f"{type(self).__name__}: pass either a Config or keyword parameters, not both")
+        if config is None:
+            config = self.Config(**params)
+        elif not isinstance(config, self.Config):
+            config = self.Config.model_validate(config.model_dump())
+        self.config = config
+
+    def get_params(self) -> dict[str, Any]:
+        """The config as plain JSON-compatible values (round-trips through ``type(self)(**params)``)."""
+        return self.config.model_dump(mode="json")
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Recommender
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Recommendations:
+    """Top-k results in the caller's own ids: ``items[u]`` and ``scores[u]`` for ``users[u]``, best first.
+
+    Each user gets ``k`` items where ``k`` candidates exist, fewer only when the catalogue (minus the items
+    excluded) is smaller than ``k``.
+    """
+
+    users: list[Hashable]
+    items: list[list[Hashable]]
+    scores: list[list[float]]
+
+    def to_records(self) -> list[dict[str, Any]]:
+        return [
+            {"user": user, "rank": rank + 1, "item": item, "score": score}
+            for user, items, scores in zip(self.users, self.items, self.scores, strict=True)
+            for rank, (item, score) in enumerate(zip(items, scores, strict=True))
+        ]
+
+
+class Recommender(Component, ABC):
+    """A model that scores items for users.
+
+    Contract:
+
+    * ``fit(dataset, validation=None, trainer=None)`` learns from ``dataset`` (and may early-stop on
+      ``validation``); it returns ``self``. Subclasses implement ``_fit``.
+    * ``score(users, items=None)`` takes user *indices* (a 1-D int64 tensor) and returns a float tensor of
+      shape ``(len(users), n_items)`` (or ``(len(users), len(items))``); higher is better. Scores are finite.
+    * ``recommend(users, k)`` takes the users' own ids and returns :class:`Recommendations` in item ids,
+      excluding each user's training items unless ``exclude_seen=False``.
+    * ``state_tensors()`` / ``load_state_tensors()`` carry the learned state; together with the config and the
+      id maps they are the whole model (see :mod:`cinesync.serve.artifacts`).
+
+    ``requires`` names the data a model needs beyond user-item pairs (``"timestamps"``, ``"item_text"``,
+    ``"item_features"``, ``"context:<column>"``, ``"domains"``); a dataset that lacks one fails early.
+    """
+
+    kind: ClassVar[str] = "recommender"
+    requires: ClassVar[frozenset[str]] = frozenset()
+    #: True for models trained by the shared :class:`~cinesync.train.trainer.Trainer` (epochs, early stopping).
+    iterative: ClassVar[bool] = False
+
+    users: IdMap | None = None
+    items: IdMap | None = None
+
+    def __init__(self, config: ComponentConfig | None = None, **params: Any) -> None:
+        super().__init__(config, **params)
+        self.users = None
+        self.items = None
+        self.item_titles: list[str] | None = None
+        self._seen_indptr: np.ndarray | None = None
+        self._seen_indices: np.ndarray | None = None
+        self._item_counts: np.ndarray | None = None
+        #: What fitting measured (best epoch, seconds, ...); saved with the artifact.
+        self.fit_info: dict[str, Any] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    def fit(
+        self,
+        dataset: Dataset,
+        *,
+        validation: Dataset | None = None,
+        trainer: TrainerConfig | None = None,
+    ) -> Recommender:
+        """Learn from ``dataset``; ``validation`` (same id maps) is used for early stopping where supported."""
+        self.check_requirements(dataset)
+        if len(dataset) == 0:
+            raise DataError(f"cannot fit {type(self).__name__} on dataset {dataset.name!r}: it has no interactions")
+        if validation is not None and validation.items != dataset.items:
+            raise DataError("the validation data must share the training data's item id map")
+        self.users, self.items = dataset.users, dataset.items
+        self.item_titles = dataset.item_titles()
+        self._seen_indptr, self._seen_indices, _ = dataset.csr()
+        self._item_counts = dataset.item_counts()
+        self._fit(dataset, validation=validation, trainer=trainer)
+        return self
+
+    @abstractmethod
+    def _fit(self, dataset: Dataset, *, validation: Dataset | None, trainer: TrainerConfig | None) -> None:
+        """Learn the model's state from ``dataset``."""
+
+    @abstractmethod
+    def score(self, users: torch.Tensor, items: torch.Tensor | None = None, context: Any = None) -> torch.Tensor:
+        """Scores of ``items`` (all items when None) for user indices ``users``: shape (len(users), n_items)."""
+
+    def check_requirements(self, dataset: Dataset) -> None:
+        from cinesync.data.requirements import missing_requirements
+
+        missing = missing_requirements(dataset, self.requires)
+        if missing:
+            raise DataError(
+                f"{type(self).__name__} needs {', '.join(missing)}, which dataset {dataset.name!r} does not provide"
+            )
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.items is not None
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(dataset) or cinesync.load(path)")
+
+    @property
+    def n_users(self) -> int:
+        self._check_fitted()
+        assert self.users is not None
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        self._check_fitted()
+        assert self.items is not None
+        return len(self.items)
+
+    def seen_mask(self, users: torch.Tensor) -> torch.Tensor:
+        """Boolean (len(users), n_items) mask of the items each user interacted with in the training data."""
+        import torch
+
+        self._check_fitted()
+        assert self._seen_indptr is not None and self._seen_indices is not None
+        indptr = torch.from_numpy(self._seen_indptr)
+        rows = users.cpu().long()
+        starts, ends = indptr[rows], indptr[rows + 1]
+        lengths = ends - starts
+        row_ids = torch.repeat_interleave(torch.arange(len(rows)), lengths)
+        offsets = torch.arange(int(lengths.sum())) - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
+        columns = torch.from_numpy(self._seen_indices)[torch.repeat_interleave(starts, lengths) + offsets]
+        mask = torch.zeros(len(rows), self.n_items, dtype=torch.bool)
+        mask[row_ids, columns] = True
+        return mask
+
+    # -- serving -------------------------------------------------------------------------------------------
+    def recommend(
+        self,
+        users: Sequence[Hashable],
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        candidates: Sequence[Hashable] | None = None,
+        context: Any = None,
+        batch_size: int = 1024,
+    ) -> Recommendations:
+        """Top-``k`` items for each of ``users`` (their own ids); see :class:`Recommendations`.
+
+        Unknown user or candidate ids raise :class:`~cinesync.errors.UnknownIdError` naming them.
+        """
+        import torch
+
+        self._check_fitted()
+        assert self.users is not None and self.items is not None
+        if k < 1:
+            raise CineSyncError(f"k must be at least 1, got {k}")
+        user_index = torch.from_numpy(self.users.index(users))
+        candidate_index = None if candidates is None else torch.from_numpy(self.items.index(candidates))
+        out_items: list[list[Hashable]] = []
+        out_scores: list[list[float]] = []
+        for start in range(0, len(user_index), batch_size):
+            batch = user_index[start : start + batch_size]
+            with torch.no_grad():
+                scores = self.score(batch, None, context).float()
+            if scores.shape != (len(batch), self.n_items):
+                raise CineSyncError(
+                    f"{type(self).__name__}.score returned shape {tuple(scores.shape)}, "
+                    f"expected {(len(batch), self.n_items)}"
+                )
+            if torch.isnan(scores).any():
+                raise CineSyncError(f"{type(self).__name__}.score returned NaN scores")
+            allowed = torch.ones_like(scores, dtype=torch.bool)
+            if candidate_index is not None:
+                allowed = torch.zeros_like(allowed)
+                allowed[:, candidate_index] = True
+            if exclude_seen:
+                allowed &= ~self.seen_mask(batch)
+            scores = scores.masked_fill(~allowed, float("-inf"))
+            top_scores, top_items = torch.topk(scores, min(k, self.n_items), dim=1)
+            n_allowed = allowed.sum(1).tolist()
+            for row in range(len(batch)):
+                keep = min(k, int(n_allowed[row]))
+                out_items.append(self.items.lookup(top_items[row, :keep].tolist()))
+                out_scores.append(top_scores[row, :keep].tolist())
+        return Recommendations(users=list(users), items=out_items, scores=out_scores)
+
+    # -- persistence ---------------------------------------------------------------------------------------
+    @abstractmethod
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The learned state as named tensors (contiguous, CPU); the inverse of ``load_state_tensors``."""
+
+    @abstractmethod
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore the learned state; ``self.users``/``self.items`` are already set."""
+
+    def base_state(self) -> dict[str, np.ndarray]:
+        """State every recommender saves: the training interactions (to exclude seen items) and item counts."""
+        self._check_fitted()
+        assert self._seen_indptr is not None and self._seen_indices is not None and self._item_counts is not None
+        return {
+            "seen_indptr": self._seen_indptr,
+            "seen_indices": self._seen_indices,
+            "item_counts": self._item_counts,
+        }
+
+    def restore_base_state(
+        self, users: IdMap, items: IdMap, arrays: dict[str, np.ndarray], item_titles: list[str] | None
+    ) -> None:
+        self.users, self.items, self.item_titles = users, items, item_titles
+        self._seen_indptr = arrays["seen_indptr"]
+        self._seen_indices = arrays["seen_indices"]
+        self._item_counts = arrays["item_counts"]
+
+    def save(self, path: str, **kwargs: Any) -> None:
+        """Write this model as an artifact directory (see :func:`cinesync.serve.artifacts.save_artifact`)."""
+        from cinesync.serve.artifacts import save_artifact
+
+        save_artifact(self, path, **kwargs)
+
+    @classmethod
+    def load(cls, path: str) -> Recommender:
+        """Load an artifact directory written by :meth:`save`."""
+        from cinesync.serve.artifacts import load_artifact
+
+        model = load_artifact(path)
+        if not isinstance(model, cls):
+            raise CineSyncError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
+
+    def n_parameters(self) -> int:
+        return int(sum(t.numel() for t in self.state_tensors().values()))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Metric
+# ---------------------------------------------------------------------------------------------------------
+
+
+class Metric(Component, ABC):
+    """A quality measure computed from ranked lists and ground truth.
+
+    ``compute(lists, context)`` receives :class:`~cinesync.evaluate.ranking.RankedLists` for every evaluated
+    user at once (top-``K`` item indices with ``K`` at least ``k``, hit flags, number of relevant items, rank
+    of the first relevant item in the full ranking) and returns either a per-user tensor (``per_user = True``;
+    the reported value is its mean) or a 0-d tensor for catalogue-level metrics. It must be vectorized.
+    ``needs`` names evaluation-context entries it reads (``"item_counts"``, ``"item_features"``, ...).
+    """
+
+    kind: ClassVar[str] = "metric"
+    higher_is_better: ClassVar[bool] = True
+    per_user: ClassVar[bool] = True
+    needs: ClassVar[frozenset[str]] = frozenset()
+
+    @property
+    def k(self) -> int | None:
+        return getattr(self.config, "k", None)
+
+    @property
+    def name(self) -> str:
+        """How the metric is written in manifests and tables: ``id@k`` or ``id``."""
+        base = getattr(type(self), "metric_id", type(self).__name__.lower())
+        return f"{base}@{self.k}" if self.k is not None else base
+
+    @abstractmethod
+    def compute(self, lists: RankedLists, context: dict[str, Any]) -> torch.Tensor:
+        """Per-user values (shape ``(n_users,)``) or a 0-d catalogue-level value."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Encoder, Fusion, ContextSignal
+# ---------------------------------------------------------------------------------------------------------
+
+Modality = Literal["text", "image", "audio", "metadata", "context"]
+
+
+class Encoder(Component, ABC):
+    """Turns raw content of one modality into vectors of a known dimension.
+
+    ``encode(batch)`` takes a sequence of raw inputs (strings, image paths, audio paths, feature dicts) and
+    returns a float tensor ``(len(batch), dim)``. Heavy libraries (transformers, image decoders) are imported
+    inside methods, not at module import.
+    """
+
+    kind: ClassVar[str] = "encoder"
+    modality: ClassVar[Modality]
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """Size of the vectors ``encode`` returns."""
+
+    @abstractmethod
+    def encode(self, batch: Sequence[Any]) -> torch.Tensor:
+        """Vectors for ``batch``: shape ``(len(batch), dim)``."""
+
+
+@dataclass
+class FusionOutput:
+    """A fused score matrix, with optional per-item confidence and per-member weights (users x members)."""
+
+    scores: torch.Tensor
+    confidence: torch.Tensor | None = None
+    member_weights: torch.Tensor | None = None
+
+
+class Fusion(Component, ABC):
+    """Combines member outputs (score matrices of equal shape) into one.
+
+    ``fit`` sees member scores on validation users and the validation ground truth; fusions with nothing to
+    learn keep the default, which does nothing. ``fuse`` must be batched tensor work.
+    """
+
+    kind: ClassVar[str] = "fusion"
+
+    def fit(self, member_scores: Sequence[torch.Tensor], relevant: torch.Tensor) -> Fusion:
+        """Learn from validation data: ``relevant`` is a boolean users x items matrix of held-out items."""
+        return self
+
+    @abstractmethod
+    def fuse(self, member_scores: Sequence[torch.Tensor], users: torch.Tensor) -> FusionOutput:
+        """Fused scores for ``users`` from one score matrix per member."""
+
+
+class ContextSignal(Component, ABC):
+    """Reads context columns of interactions or requests and produces features.
+
+    ``columns`` names the columns it reads; ``features(frame)`` returns ``(len(frame), dim)`` floats.
+    """
+
+    kind: ClassVar[str] = "context_signal"
+    columns: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """Number of features per row."""
+
+    @abstractmethod
+    def features(self, frame: Any) -> torch.Tensor:
+        """Features for each row of ``frame`` (a pandas DataFrame with ``columns``)."""
+
+
+#: Interface class of each kind, by kind name.
+INTERFACES: dict[str, type[Component]] = {
+    "recommender": Recommender,
+    "encoder": Encoder,
+    "fusion": Fusion,
+    "metric": Metric,
+    "context_signal": ContextSignal,
+}
+
+
+def ensure_component_of_kind(cls: object, kind: str) -> str | None:
+    """Why ``cls`` is not a valid component of ``kind``, or None when it is."""
+    interface = INTERFACES[kind]
+    if not isinstance(cls, type) or not issubclass(cls, interface):
+        return f"{cls!r} is not a subclass of cinesync.interfaces.{interface.__name__}"
+    if not (isinstance(cls.Config, type) and issubclass(cls.Config, BaseModel)):
+        return f"{cls.__name__}.Config is not a pydantic model"
+    if cls.Config.model_config.get("extra") != "forbid":
+        return f"{cls.__name__}.Config must forbid extra fields (derive it from cinesync.interfaces.ComponentConfig)"
+    if cls.plugin_api_version != PLUGIN_API_VERSION:
+        return (
+            f"{cls.__name__} was written for plugin API version {cls.plugin_api_version}; "
+            f"this cinesync provides version {PLUGIN_API_VERSION}"
+        )
+    if getattr(cls, "__abstractmethods__", None):
+        return f"{cls.__name__} does not implement {', '.join(sorted(cls.__abstractmethods__))}"
+    return None
