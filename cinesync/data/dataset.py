@@ -2,8 +2,8 @@
 
 A :class:`Dataset` is a table of interactions over contiguous user and item indices, the :class:`IdMap` pair
 that turns those indices back into the source's own ids, an item catalogue and optional user attributes.
-Ids are mapped once, when the dataset is built; every subset and split shares the same maps, so indices mean the
-same thing in training, evaluation and the saved artifact.
+Ids are mapped once, when the dataset is built; every subset and split shares the same maps, so indices mean
+the same thing in training, evaluation and the saved artifact.
 """
 
 from __future__ import annotations
@@ -105,7 +105,8 @@ class Dataset:
             raise DataError(f"dataset {self.name!r}: interactions lack column(s) {missing}")
         if len(self.catalog) != len(self.items):
             raise DataError(
-                f"dataset {self.name!r}: the catalogue has {len(self.catalog)} rows for {len(self.items)} items"
+                f"dataset {self.name!r}: the catalogue has {len(self.catalog)} rows "
+                f"for {len(self.items)} items"
             )
 
     # -- sizes ---------------------------------------------------------------------------------------------
@@ -207,11 +208,12 @@ def build_dataset(
 ) -> Dataset:
     """Build a :class:`Dataset` from interactions keyed by external ids.
 
-    ``interactions`` needs ``user_id_column`` and ``item_id_column``; ``timestamp``, ``rating``, ``weight`` and
-    ``domain`` are filled with defaults when absent (-1, NaN, 1.0, ``"movie"``). ``catalog`` is indexed by
+    ``interactions`` needs ``user_id_column`` and ``item_id_column``; ``timestamp``, ``rating``, ``weight``
+    and ``domain`` are filled with defaults when absent (-1, NaN, 1.0, ``"movie"``). ``catalog`` is indexed by
     external item id; items that have interactions but no catalogue row get an empty row. Only items with at
-    least one interaction are indexed: full ranking is over the catalogue of interacted items. Users are indexed
-    in order of first appearance after sorting, items in sorted id order, so indices are deterministic.
+    least one interaction are indexed: full ranking is over the catalogue of interacted items. Users are
+    indexed in order of first appearance after sorting, items in sorted id order, so indices are
+    deterministic.
     """
     for column in (user_id_column, item_id_column):
         if column not in interactions.columns:
@@ -228,7 +230,9 @@ def build_dataset(
             "user": user_codes.astype(np.int64),
             "item": item_codes.astype(np.int64),
             "timestamp": (
-                frame["timestamp"].astype(np.int64) if "timestamp" in frame else np.full(len(frame), -1, np.int64)
+                frame["timestamp"].astype(np.int64)
+                if "timestamp" in frame
+                else np.full(len(frame), -1, np.int64)
             ),
             "rating": frame["rating"].astype(np.float32) if "rating" in frame else np.nan,
             "weight": frame["weight"].astype(np.float32) if "weight" in frame else np.float32(1.0),
