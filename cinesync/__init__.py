@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from cinesync.data.dataset import Dataset
     from cinesync.data.splits import Split
-    from cinesync.evaluate.evaluator import EvaluationResult
+    from cinesync.evaluation.evaluator import EvaluationResult
     from cinesync.interfaces import Recommender
 
 __all__ = ["__version__", "build", "evaluate", "list_components", "load", "load_dataset", "split"]
@@ -57,8 +57,8 @@ def split(dataset: Dataset, method: str = "leave_last_out", **options: Any) -> S
 
 
 def evaluate(model: Recommender, test: Dataset, **options: Any) -> EvaluationResult:
-    """Full-ranking evaluation of ``model`` on ``test`` (see :func:`cinesync.evaluate.evaluate`)."""
-    from cinesync.evaluate.evaluator import evaluate as _evaluate
+    """Full-ranking evaluation of ``model`` on ``test`` (see :func:`cinesync.evaluation.evaluate`)."""
+    from cinesync.evaluation.evaluator import evaluate as _evaluate
 
     return _evaluate(model, test, **options)
 

@@ -44,7 +44,9 @@ class PluginCommandGroup(click.Group):
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    stream = sys.stderr if stderr else sys.stdout
+    # Piped output (CI logs, files) is not wrapped at 80 columns: tables stay readable.
+    return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else 200)
 
 
 @click.group(cls=PluginCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,9 +70,13 @@ _data_dir_option = click.option(
 @click.option(
     "--output", type=click.Path(file_okay=False, path_type=Path), help="Directory for artifacts and results."
 )
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON.")
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON."
+)
 @click.option("--progress/--no-progress", default=True, help="Show training progress bars.")
-def run(manifest: Path, data_dir: Path | None, output: Path | None, json_path: Path | None, progress: bool) -> None:
+def run(
+    manifest: Path, data_dir: Path | None, output: Path | None, json_path: Path | None, progress: bool
+) -> None:
     """Train and evaluate every model of a suite (or model) MANIFEST and print a comparison table."""
     from cinesync.manifest import EnsembleManifest, ModelManifest, ModelSpec, SuiteManifest, load_manifest
     from cinesync.suite import run_suite, write_json
@@ -86,8 +92,16 @@ def run(manifest: Path, data_dir: Path | None, output: Path | None, json_path: P
             kind="suite",
             name=loaded.name,
             description=loaded.description,
-            evaluation=loaded.evaluation or SuiteManifest.model_fields["evaluation"].get_default(call_default_factory=True),
-            models=[ModelSpec(name=loaded.name, component=loaded.component, params=loaded.params, training=loaded.training)],
+            evaluation=loaded.evaluation
+            or SuiteManifest.model_fields["evaluation"].get_default(call_default_factory=True),
+            models=[
+                ModelSpec(
+                    name=loaded.name,
+                    component=loaded.component,
+                    params=loaded.params,
+                    training=loaded.training,
+                )
+            ],
         )
     else:
         assert isinstance(loaded, SuiteManifest)
@@ -129,7 +143,11 @@ def results_table(payload: dict[str, Any]) -> Any:
         cells = []
         for metric in metric_names:
             value = row[metric]
-            cells.append(f"{value:.4f}" if isinstance(value, float) and metric not in ("train_seconds", "eval_seconds") else str(value))
+            cells.append(
+                f"{value:.4f}"
+                if isinstance(value, float) and metric not in ("train_seconds", "eval_seconds")
+                else str(value)
+            )
         table.add_row(name, *cells)
     return table
 
@@ -172,7 +190,7 @@ def schema(output: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def evaluate(artifact: Path, data_dir: Path | None, metrics: tuple[str, ...], as_json: bool) -> None:
     """Evaluate a saved ARTIFACT again under the protocol it was trained with (its manifest's evaluation)."""
-    from cinesync.evaluate import evaluate as run_evaluation
+    from cinesync.evaluation import evaluate as run_evaluation
     from cinesync.manifest import EvaluationProtocol
     from cinesync.serve.artifacts import load_artifact, read_manifest
     from cinesync.suite import prepare_data
@@ -186,7 +204,9 @@ def evaluate(artifact: Path, data_dir: Path | None, metrics: tuple[str, ...], as
     model = load_artifact(artifact)
     split = prepare_data(protocol, data_dir)
     if split.test.items != model.items:
-        raise CineSyncError(f"{artifact}: the model's item ids do not match dataset {protocol.dataset.name!r}")
+        raise CineSyncError(
+            f"{artifact}: the model's item ids do not match dataset {protocol.dataset.name!r}"
+        )
     history = split.train_valid if protocol.refit else split.train
     result = run_evaluation(model, split.test, metrics=protocol.metrics, history=history)
     if as_json:
@@ -204,7 +224,9 @@ def evaluate(artifact: Path, data_dir: Path | None, metrics: tuple[str, ...], as
 
 @cli.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
-@click.option("--user", "users", multiple=True, required=True, help="User id as in the source data (repeatable).")
+@click.option(
+    "--user", "users", multiple=True, required=True, help="User id as in the source data (repeatable)."
+)
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--include-seen", is_flag=True, help="Do not exclude items the user already interacted with.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON records instead of a table.")

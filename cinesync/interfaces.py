@@ -13,7 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import torch
 
     from cinesync.data.dataset import Dataset, IdMap
-    from cinesync.evaluate.ranking import RankedLists
+    from cinesync.evaluation.ranking import RankedLists
     from cinesync.train.trainer import TrainerConfig
 
 #: Major version of the plugin API. A plugin built against another major version is refused at load time.
@@ -131,17 +131,20 @@ class Recommender(Component, ABC):
         *,
         validation: Dataset | None = None,
         trainer: TrainerConfig | None = None,
-    ) -> Recommender:
+    ) -> Self:
         """Learn from ``dataset``; ``validation`` (same id maps) is used for early stopping where supported."""
         self.check_requirements(dataset)
         if len(dataset) == 0:
-            raise DataError(f"cannot fit {type(self).__name__} on dataset {dataset.name!r}: it has no interactions")
+            raise DataError(
+                f"cannot fit {type(self).__name__} on dataset {dataset.name!r}: it has no interactions"
+            )
         if validation is not None and validation.items != dataset.items:
             raise DataError("the validation data must share the training data's item id map")
         self.users, self.items = dataset.users, dataset.items
         self.item_titles = dataset.item_titles()
         self._seen_indptr, self._seen_indices, _ = dataset.csr()
         self._item_counts = dataset.item_counts()
+        self.fit_info = {}
         self._fit(dataset, validation=validation, trainer=trainer)
         return self
 
@@ -150,7 +153,9 @@ class Recommender(Component, ABC):
         """Learn the model's state from ``dataset``."""
 
     @abstractmethod
-    def score(self, users: torch.Tensor, items: torch.Tensor | None = None, context: Any = None) -> torch.Tensor:
+    def score(
+        self, users: torch.Tensor, items: torch.Tensor | None = None, context: Any = None
+    ) -> torch.Tensor:
         """Scores of ``items`` (all items when None) for user indices ``users``: shape (len(users), n_items)."""
 
     def check_requirements(self, dataset: Dataset) -> None:
@@ -168,7 +173,9 @@ class Recommender(Component, ABC):
 
     def _check_fitted(self) -> None:
         if not self.is_fitted:
-            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(dataset) or cinesync.load(path)")
+            raise NotFittedError(
+                f"{type(self).__name__} is not fitted: call fit(dataset) or cinesync.load(path)"
+            )
 
     @property
     def n_users(self) -> int:
@@ -193,7 +200,9 @@ class Recommender(Component, ABC):
         starts, ends = indptr[rows], indptr[rows + 1]
         lengths = ends - starts
         row_ids = torch.repeat_interleave(torch.arange(len(rows)), lengths)
-        offsets = torch.arange(int(lengths.sum())) - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
+        offsets = torch.arange(int(lengths.sum())) - torch.repeat_interleave(
+            torch.cumsum(lengths, 0) - lengths, lengths
+        )
         columns = torch.from_numpy(self._seen_indices)[torch.repeat_interleave(starts, lengths) + offsets]
         mask = torch.zeros(len(rows), self.n_items, dtype=torch.bool)
         mask[row_ids, columns] = True
@@ -262,7 +271,9 @@ class Recommender(Component, ABC):
     def base_state(self) -> dict[str, np.ndarray]:
         """State every recommender saves: the training interactions (to exclude seen items) and item counts."""
         self._check_fitted()
-        assert self._seen_indptr is not None and self._seen_indices is not None and self._item_counts is not None
+        assert (
+            self._seen_indptr is not None and self._seen_indices is not None and self._item_counts is not None
+        )
         return {
             "seen_indptr": self._seen_indptr,
             "seen_indices": self._seen_indices,
@@ -305,7 +316,7 @@ class Recommender(Component, ABC):
 class Metric(Component, ABC):
     """A quality measure computed from ranked lists and ground truth.
 
-    ``compute(lists, context)`` receives :class:`~cinesync.evaluate.ranking.RankedLists` for every evaluated
+    ``compute(lists, context)`` receives :class:`~cinesync.evaluation.ranking.RankedLists` for every evaluated
     user at once (top-``K`` item indices with ``K`` at least ``k``, hit flags, number of relevant items, rank
     of the first relevant item in the full ranking) and returns either a per-user tensor (``per_user = True``;
     the reported value is its mean) or a 0-d tensor for catalogue-level metrics. It must be vectorized.
@@ -430,6 +441,7 @@ def ensure_component_of_kind(cls: object, kind: str) -> str | None:
             f"{cls.__name__} was written for plugin API version {cls.plugin_api_version}; "
             f"this cinesync provides version {PLUGIN_API_VERSION}"
         )
-    if getattr(cls, "__abstractmethods__", None):
-        return f"{cls.__name__} does not implement {', '.join(sorted(cls.__abstractmethods__))}"
+    abstract = getattr(cls, "__abstractmethods__", None)
+    if abstract:
+        return f"{cls.__name__} does not implement {', '.join(sorted(abstract))}"
     return None

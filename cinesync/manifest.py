@@ -17,7 +17,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cinesync.errors import CineSyncError, ManifestError
 
@@ -105,7 +113,9 @@ class ModelSpec(StrictModel):
     @model_validator(mode="after")
     def _component_or_manifest(self) -> ModelSpec:
         if (self.component is None) == (self.manifest is None):
-            raise ValueError("give exactly one of 'component' (a recommender id) or 'manifest' (a model file)")
+            raise ValueError(
+                "give exactly one of 'component' (a recommender id) or 'manifest' (a model file)"
+            )
         return self
 
     @property
@@ -139,7 +149,9 @@ class SuiteManifest(StrictModel):
         names = [m.display_name for m in self.models]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            raise ValueError(f"model names must be unique; give each a 'name' ({', '.join(duplicates)} repeat)")
+            raise ValueError(
+                f"model names must be unique; give each a 'name' ({', '.join(duplicates)} repeat)"
+            )
         return self
 
 
@@ -157,7 +169,11 @@ class EnsembleManifest(StrictModel):
 
 Manifest = Annotated[ModelManifest | SuiteManifest | EnsembleManifest, Field(discriminator="kind")]
 _MANIFEST_ADAPTER: TypeAdapter[ModelManifest | SuiteManifest | EnsembleManifest] = TypeAdapter(Manifest)
-MANIFEST_KINDS = {"model": ModelManifest, "suite": SuiteManifest, "ensemble": EnsembleManifest}
+MANIFEST_KINDS: dict[str, type[BaseModel]] = {
+    "model": ModelManifest,
+    "suite": SuiteManifest,
+    "ensemble": EnsembleManifest,
+}
 
 
 def _field_path(location: tuple[Any, ...]) -> str:
@@ -167,7 +183,7 @@ def _field_path(location: tuple[Any, ...]) -> str:
     return path or "(top level)"
 
 
-def _explain(error: dict[str, Any]) -> str:
+def _explain(error: Any) -> str:
     kind = error["type"]
     if kind == "missing":
         return "is required but missing"
@@ -187,7 +203,9 @@ def format_validation_error(error: ValidationError, source: str, prefix: tuple[A
     return "\n".join(lines)
 
 
-def parse_manifest(data: dict[str, Any], source: str = "<manifest>") -> ModelManifest | SuiteManifest | EnsembleManifest:
+def parse_manifest(
+    data: dict[str, Any], source: str = "<manifest>"
+) -> ModelManifest | SuiteManifest | EnsembleManifest:
     """Validate a manifest already read into a dict; ``source`` names it in errors."""
     kind = data.get("kind")
     if kind not in MANIFEST_KINDS:
@@ -242,7 +260,7 @@ def check_components(manifest: ModelManifest | SuiteManifest | EnsembleManifest,
 
     def check(kind: str, ref: str | None, params: dict[str, Any], where: tuple[Any, ...]) -> None:
         try:
-            cls = registry.load(kind, ref or "")
+            cls: Any = registry.load(kind, ref or "")
         except CineSyncError as error:
             problems.append(f"{source}: {_field_path((*where, 'component'))}: {error}")
             return
@@ -270,11 +288,11 @@ def check_components(manifest: ModelManifest | SuiteManifest | EnsembleManifest,
             check("fusion", manifest.fusion.component, manifest.fusion.params, ("fusion",))
     evaluation = manifest.evaluation
     if evaluation is not None:
-        from cinesync.evaluate.metrics import parse_metric
+        from cinesync.evaluation.metrics import parse_metric
 
-        for position, spec in enumerate(evaluation.metrics):
+        for position, metric in enumerate(evaluation.metrics):
             try:
-                parse_metric(spec)
+                parse_metric(metric)
             except CineSyncError as error:
                 problems.append(f"{source}: evaluation.metrics[{position}]: {error}")
     if problems:

@@ -18,6 +18,7 @@ Environment:
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib
 import os
 import re
@@ -155,11 +156,16 @@ def resolve(kind: str, ref: str) -> ComponentInfo:
     candidates = [c for c in list_components(kind, include_blocked=True) if c.id == component_id]
     if distribution:
         candidates = [
-            c for c in candidates if _normalise_distribution(c.distribution) == _normalise_distribution(distribution)
+            c
+            for c in candidates
+            if _normalise_distribution(c.distribution) == _normalise_distribution(distribution)
         ]
     if not candidates:
         known = sorted({c.id for c in list_components(kind)})
-        close = [k for k in known if component_id in k or k in component_id]
+        close = sorted(
+            {k for k in known if component_id in k or k in component_id}
+            | set(difflib.get_close_matches(component_id, known, n=3, cutoff=0.6))
+        )
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise UnknownComponentError(
             f"no {kind} named {ref!r} is installed.{hint} Installed {kind}s: {', '.join(known) or 'none'}. "

@@ -81,7 +81,9 @@ def prepare_data(protocol: EvaluationProtocol, data_dir: str | os.PathLike[str] 
     from cinesync.data.loaders import load_dataset
     from cinesync.data.splits import filter_interactions, split_dataset
 
-    dataset = load_dataset(protocol.dataset.name, data_dir, **protocol.dataset.options)
+    dataset = load_dataset(
+        protocol.dataset.name, None if data_dir is None else Path(data_dir), **protocol.dataset.options
+    )
     filters = protocol.filters
     if filters.min_rating is not None or filters.min_user_interactions or filters.min_item_interactions:
         dataset = filter_interactions(
@@ -92,9 +94,14 @@ def prepare_data(protocol: EvaluationProtocol, data_dir: str | os.PathLike[str] 
             k_core=filters.k_core,
         )
     split = protocol.split
-    options: dict[str, Any] = {"validation": split.validation}
-    if split.method != "leave_last_out":
-        options.update(test_fraction=split.test_fraction, validation_fraction=split.validation_fraction)
+    options: dict[str, Any] = {}
+    if split.method == "leave_last_out":
+        options["validation"] = split.validation
+    else:
+        options.update(
+            test_fraction=split.test_fraction,
+            validation_fraction=split.validation_fraction if split.validation else 0.0,
+        )
     if split.method == "random":
         options["seed"] = split.seed
     return split_dataset(dataset, split.method, **options)
@@ -109,7 +116,7 @@ def train_and_evaluate(
 ) -> tuple[Recommender, ModelResult]:
     """Fit one model under the protocol and evaluate it on the test split."""
     from cinesync import registry
-    from cinesync.evaluate import evaluate
+    from cinesync.evaluation import evaluate
     from cinesync.train.trainer import TrainerConfig
 
     assert spec.component is not None
@@ -132,7 +139,9 @@ def train_and_evaluate(
         refit_trainer = trainer
         best_epoch = fit_info.get("validation_phase", {}).get("best_epoch")
         if model.iterative and best_epoch:
-            refit_trainer = trainer.model_copy(update={"epochs": int(best_epoch), "early_stopping_metric": None})
+            refit_trainer = trainer.model_copy(
+                update={"epochs": int(best_epoch), "early_stopping_metric": None}
+            )
         model = registry.build("recommender", spec.component, **spec.params)
         started = time.perf_counter()
         model.fit(train_data, trainer=refit_trainer)
@@ -218,7 +227,7 @@ def _check_requirements(manifest: SuiteManifest, train: Dataset, source: str) ->
 
     problems = []
     for position, spec in enumerate(manifest.models):
-        cls = registry.load("recommender", spec.component or "")
+        cls: Any = registry.load("recommender", spec.component or "")
         missing = missing_requirements(train, cls.requires)
         if missing:
             problems.append(

@@ -88,11 +88,17 @@ def save_artifact(
             f"{type(model).__name__} is not registered as a cinesync.recommenders entry point, so an artifact "
             "could not be loaded again; register it (see CONTRIBUTING.md) before saving"
         )
-    tensors = {f"model.{key}": value.detach().cpu().contiguous() for key, value in model.state_tensors().items()}
+    tensors = {
+        f"model.{key}": value.detach().cpu().contiguous() for key, value in model.state_tensors().items()
+    }
     tensors.update({f"base.{key}": torch.from_numpy(value) for key, value in model.base_state().items()})
     params = model.get_params()
     manifest = {
-        "artifact": {"format_version": FORMAT_VERSION, "cinesync_version": __version__, "created": time.time()},
+        "artifact": {
+            "format_version": FORMAT_VERSION,
+            "cinesync_version": __version__,
+            "created": time.time(),
+        },
         "model": {
             "kind": "model",
             "name": name or info.id,
@@ -111,7 +117,9 @@ def save_artifact(
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         (staging / "manifest.toml").write_text(tomli_w.dumps(_toml_safe(manifest)), encoding="utf-8")
-        save_file(tensors, str(staging / "weights.safetensors"), metadata={"format_version": str(FORMAT_VERSION)})
+        save_file(
+            tensors, str(staging / "weights.safetensors"), metadata={"format_version": str(FORMAT_VERSION)}
+        )
         mappings = {
             "users": model.users.to_json(),
             "items": model.items.to_json(),
@@ -192,7 +200,9 @@ def load_artifact(path: str | os.PathLike[str]) -> Recommender:
     manifest = read_manifest(root)
     version = manifest.get("artifact", {}).get("format_version")
     if version != FORMAT_VERSION:
-        raise ArtifactError(f"{root}: artifact format version {version} is not supported (expected {FORMAT_VERSION})")
+        raise ArtifactError(
+            f"{root}: artifact format version {version} is not supported (expected {FORMAT_VERSION})"
+        )
     spec = manifest["model"]
     try:
         model = registry.build("recommender", spec["component"], **spec.get("params", {}))
@@ -200,7 +210,9 @@ def load_artifact(path: str | os.PathLike[str]) -> Recommender:
         raise ArtifactError(f"{root}: cannot rebuild component {spec['component']!r}: {error}") from error
     tensors = load_file(str(root / "weights.safetensors"))
     mappings = json.loads((root / "mappings.json").read_text(encoding="utf-8"))
-    base = {key.removeprefix("base."): value.numpy() for key, value in tensors.items() if key.startswith("base.")}
+    base = {
+        key.removeprefix("base."): value.numpy() for key, value in tensors.items() if key.startswith("base.")
+    }
     model.restore_base_state(
         IdMap.from_json(mappings["users"], kind="user"),
         IdMap.from_json(mappings["items"], kind="item"),

@@ -103,7 +103,10 @@ def check_recommender(component: str | type, **params: Any) -> None:
         except Exception:
             pass
         else:
-            expect(False, "its Config accepts an unknown parameter; derive it from ComponentConfig (extra forbidden)")
+            expect(
+                False,
+                "its Config accepts an unknown parameter; derive it from ComponentConfig (extra forbidden)",
+            )
 
         # Not fitted yet: a clear error, not a crash deep inside.
         try:
@@ -126,7 +129,10 @@ def check_recommender(component: str | type, **params: Any) -> None:
         subset = torch.tensor([0, 3, 5])
         with torch.no_grad():
             partial = model.score(users[:4], subset)
-        expect(tuple(partial.shape) == (4, 3), f"score(users, items) shape {tuple(partial.shape)}, expected (4, 3)")
+        expect(
+            tuple(partial.shape) == (4, 3),
+            f"score(users, items) shape {tuple(partial.shape)}, expected (4, 3)",
+        )
         expect(
             torch.allclose(partial, scores[:4][:, subset], atol=1e-5),
             "score(users, items) disagrees with the matching columns of score(users)",
@@ -139,18 +145,26 @@ def check_recommender(component: str | type, **params: Any) -> None:
         seen = data.interactions.groupby("user")["item"].apply(set).to_dict()
         for user, items, item_scores in zip(result.users, result.items, result.scores, strict=True):
             expect(len(items) == 5, f"user {user}: {len(items)} items for k=5")
-            expect(all(isinstance(i, str) and i.startswith("m") for i in items), "items are not the source's ids")
+            expect(
+                all(isinstance(i, str) and i.startswith("m") for i in items), "items are not the source's ids"
+            )
             user_index = int(data.users.index([user])[0])
             expect(
                 not set(data.items.index(items).tolist()) & seen[user_index],
                 f"user {user}: recommended items they already interacted with",
             )
-            expect(item_scores == sorted(item_scores, reverse=True), f"user {user}: scores not in descending order")
+            expect(
+                item_scores == sorted(item_scores, reverse=True),
+                f"user {user}: scores not in descending order",
+            )
 
         # k beyond the catalogue: every unseen item, once.
         everything = model.recommend(["u0"], k=data.n_items + 10)
         unseen = data.n_items - len(seen[int(data.users.index(["u0"])[0])])
-        expect(len(everything.items[0]) == unseen, f"k > catalogue gave {len(everything.items[0])} items, not {unseen}")
+        expect(
+            len(everything.items[0]) == unseen,
+            f"k > catalogue gave {len(everything.items[0])} items, not {unseen}",
+        )
         expect(len(set(everything.items[0])) == unseen, "k > catalogue repeated items")
 
         # Candidates restrict the ranking.
@@ -184,4 +198,7 @@ def check_recommender(component: str | type, **params: Any) -> None:
                 "scores differ after save/load (max abs difference "
                 f"{float((reloaded_scores - scores).abs().max()):.3g})",
             )
-            expect(loaded.recommend(some_users, k=5).items == result.items, "recommendations differ after save/load")
+            expect(
+                loaded.recommend(some_users, k=5).items == result.items,
+                "recommendations differ after save/load",
+            )
