@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="ml-latest-small")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--metric", default="ndcg@10")
+    parser.add_argument("--seeds", type=int, default=1, help="Test the chosen configuration with this many seeds")
     args = parser.parse_args()
 
     protocol = EvaluationProtocol.model_validate({"dataset": args.dataset, "metrics": [args.metric, "hr@10"]})
@@ -60,10 +61,12 @@ def main() -> None:
                 f"{json.dumps(params)} {json.dumps(training)} validation {args.metric} {score:.4f} ({seconds:.1f}s)"
             )
     best = max(rows, key=lambda row: row["validation"])
-    spec = ModelSpec(component=args.component, params=best["params"], training=best["training"])
-    _, result = train_and_evaluate(spec, split, protocol, progress=False)
     print(f"chosen on validation: {json.dumps(best['params'])} {json.dumps(best['training'])}")
-    print(f"its test metrics: {json.dumps({k: round(v, 4) for k, v in result.metrics.items()})}")
+    for seed in range(args.seeds):
+        training = {**best["training"], "seed": seed}
+        spec = ModelSpec(component=args.component, params=best["params"], training=training)
+        _, result = train_and_evaluate(spec, split, protocol, progress=False)
+        print(f"its test metrics (seed {seed}): {json.dumps({k: round(v, 4) for k, v in result.metrics.items()})}")
 
 
 if __name__ == "__main__":

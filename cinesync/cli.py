@@ -51,8 +51,13 @@ def _console(stderr: bool = False) -> Any:
 
 @click.group(cls=PluginCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="cinesync")
-def cli() -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Log each training epoch (loss, metric, time, memory).")
+def cli(verbose: bool) -> None:
     """CineSync: plugin-based movie and TV recommenders, from manifest to served artifact."""
+    if verbose:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
 
 
 # -- run ---------------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ def test_suite_inlines_model_manifests_relative_to_its_file() -> None:
     assert isinstance(suite, SuiteManifest)
     assert [m.display_name for m in suite.models] == ["popularity", "itemknn", "ease", "bpr_mf"]
     ease = suite.models[2]
-    assert ease.component == "ease" and ease.params["l2"] == 100.0
+    assert ease.component == "ease" and ease.params["l2"] == 50.0
 
 
 def test_protocol_defaults_are_full_ranking_leave_last_out(tmp_path: Path) -> None:

@@ -58,7 +58,7 @@ class EASE(Recommender):
         l2: float = Field(
             100.0,
             gt=0,
-            description="L2 penalty λ on the weights; 100 was best on ml-latest-small's validation.",
+            description="L2 penalty λ on the weights (manifests pin the value tuned on validation per dataset).",
         )
 
     config: Config
