@@ -42,7 +42,9 @@ def main() -> None:
     parser.add_argument("--dataset", default="ml-latest-small")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--metric", default="ndcg@10")
-    parser.add_argument("--seeds", type=int, default=1, help="Test the chosen configuration with this many seeds")
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="Test the chosen configuration with this many seeds"
+    )
     args = parser.parse_args()
 
     protocol = EvaluationProtocol.model_validate({"dataset": args.dataset, "metrics": [args.metric, "hr@10"]})
@@ -66,7 +68,9 @@ def main() -> None:
         training = {**best["training"], "seed": seed}
         spec = ModelSpec(component=args.component, params=best["params"], training=training)
         _, result = train_and_evaluate(spec, split, protocol, progress=False)
-        print(f"its test metrics (seed {seed}): {json.dumps({k: round(v, 4) for k, v in result.metrics.items()})}")
+        print(
+            f"its test metrics (seed {seed}): {json.dumps({k: round(v, 4) for k, v in result.metrics.items()})}"
+        )
 
 
 if __name__ == "__main__":
