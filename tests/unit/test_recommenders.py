@@ -135,7 +135,10 @@ def test_itemknn_scores_sum_the_kept_similarities_of_the_history() -> None:
 
 def test_bpr_loss_decreases_and_it_recovers_planted_tastes() -> None:
     dataset = planted_dataset()
-    model = BPRMF(dim=8).fit(dataset, trainer=TrainerConfig(epochs=40, learning_rate=0.05, progress=False))
+    trainer = TrainerConfig(
+        epochs=40, learning_rate=0.05, optimizer="adagrad", batch_size=1024, progress=False
+    )
+    model = BPRMF(dim=8).fit(dataset, trainer=trainer)
     assert model.training_report is not None
     losses = [epoch["loss"] for epoch in model.training_report.history]
 
