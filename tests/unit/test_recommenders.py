@@ -138,7 +138,7 @@ def test_bpr_loss_decreases_and_it_recovers_planted_tastes() -> None:
     trainer = TrainerConfig(
         epochs=40, learning_rate=0.05, optimizer="adagrad", batch_size=1024, progress=False
     )
-    model = BPRMF(dim=8).fit(dataset, trainer=trainer)
+    model = BPRMF(dim=8, l2=1e-3).fit(dataset, trainer=trainer)
     assert model.training_report is not None
     losses = [epoch["loss"] for epoch in model.training_report.history]
 
