@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import torch
 
     from cinesync.data.dataset import Dataset, IdMap
-    from cinesync.evaluation.ranking import RankedLists
+    from cinesync.evaluation.ranking import RankedLists, ScoredBatch
     from cinesync.train.trainer import TrainerConfig
 
 #: Major version of the plugin API. A plugin built against another major version is refused at load time.
@@ -109,6 +109,9 @@ class Recommender(Component, ABC):
     requires: ClassVar[frozenset[str]] = frozenset()
     #: True for models trained by the shared :class:`~cinesync.train.trainer.Trainer` (epochs, early stopping).
     iterative: ClassVar[bool] = False
+    #: True when ``score(users, items)`` is a predicted rating (on the data's rating scale), so rating-error
+    #: metrics such as RMSE and MAE apply.
+    predicts_ratings: ClassVar[bool] = False
 
     users: IdMap | None = None
     items: IdMap | None = None
@@ -320,13 +323,30 @@ class Metric(Component, ABC):
     user at once (top-``K`` item indices with ``K`` at least ``k``, hit flags, number of relevant items, rank
     of the first relevant item in the full ranking) and returns either a per-user tensor (``per_user = True``;
     the reported value is its mean) or a 0-d tensor for catalogue-level metrics. It must be vectorized.
-    ``needs`` names evaluation-context entries it reads (``"item_counts"``, ``"item_features"``, ...).
+
+    ``needs`` names evaluation-context entries it reads; the evaluator builds each one once per evaluation,
+    only when some requested metric needs it (see :mod:`cinesync.evaluation.context` for the entries:
+    ``"item_counts"``, ``"item_users"``, ``"n_users"``, ``"item_genres"``, ``"item_features"``, ``"catalog"``,
+    ``"ratings"``), or takes it from the caller's ``context=`` (``"outcomes"``, ``"item_embeddings"``). A metric
+    whose needs depend on its config overrides ``needs`` with a property.
+
+    A per-user value may be NaN for a user the metric cannot judge (an ILD list of fewer than two items, a
+    user without logged outcomes): the reported value is :meth:`summarise` (the mean, unless a metric such as
+    RMSE overrides it) of the other users' values, and the per-user vector keeps the NaN so that paired tests
+    can drop those users.
+
+    Metrics that need more than the top of the ranking (AUC over the whole ranking, rating errors) set
+    ``needs_scores = True`` and implement :meth:`compute_batch` instead: the evaluator calls it on every
+    batch of users while it still holds their full score rows, and concatenates its per-user outputs.
+    Such metrics are per-user; the evaluator never calls their ``compute``, which should raise an error
+    saying that the metric needs score rows.
     """
 
     kind: ClassVar[str] = "metric"
     higher_is_better: ClassVar[bool] = True
     per_user: ClassVar[bool] = True
     needs: ClassVar[frozenset[str]] = frozenset()
+    needs_scores: ClassVar[bool] = False
 
     @property
     def k(self) -> int | None:
@@ -341,6 +361,19 @@ class Metric(Component, ABC):
     @abstractmethod
     def compute(self, lists: RankedLists, context: dict[str, Any]) -> torch.Tensor:
         """Per-user values (shape ``(n_users,)``) or a 0-d catalogue-level value."""
+
+    def summarise(self, values: np.ndarray) -> float:
+        """The reported value of a per-user metric from the values of the users it judged (no NaN): their mean."""
+        return float(values.mean())
+
+    def compute_batch(self, batch: ScoredBatch, context: dict[str, Any]) -> torch.Tensor:
+        """Per-user values ``(len(batch.users),)`` of one batch of users from their full score rows.
+
+        Called only when ``needs_scores`` is True; see :class:`~cinesync.evaluation.ranking.ScoredBatch`.
+        """
+        raise NotImplementedError(
+            f"metric {self.name} ({type(self).__name__}) sets needs_scores but does not implement compute_batch"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -6,13 +6,20 @@ a history is given, else the model's own training items (:meth:`Recommender.seen
 is also relevant stays in the ranking and counts as a hit: a re-watch held out for testing is a correct
 recommendation, and masking it would make the user unwinnable on that item. Every other item of the catalogue
 is ranked.
+
+Metric values. A per-user metric reports the mean of its per-user values over the users it judged (or what
+its ``summarise`` makes of them): a NaN value marks a user the metric cannot judge (see
+:class:`~cinesync.interfaces.Metric`) and is left out, and a metric that judged nobody reports NaN. Metrics
+that set ``needs_scores`` get every batch's full score rows (:class:`~cinesync.evaluation.ranking.ScoredBatch`)
+while the batch is ranked.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,8 +27,9 @@ import torch
 
 from cinesync.data.dataset import Dataset
 from cinesync.errors import CineSyncError, DataError
+from cinesync.evaluation.context import build_context
 from cinesync.evaluation.metrics import parse_metric
-from cinesync.evaluation.ranking import RankedLists
+from cinesync.evaluation.ranking import RankedLists, ScoredBatch
 from cinesync.interfaces import Metric, Recommender
 
 
@@ -29,10 +37,11 @@ from cinesync.interfaces import Metric, Recommender
 class EvaluationResult:
     """Metric values and the per-user values behind them.
 
-    ``metrics`` maps each metric's name (``ndcg@10``) to its value: the mean over users for per-user metrics,
-    the catalogue-level value otherwise. ``per_user`` holds, for per-user metrics only, the value of each user
-    in ``users`` (aligned), for significance tests. ``seconds`` is the wall time of the whole evaluation,
-    the model's scoring included.
+    ``metrics`` maps each metric's name (``ndcg@10``) to its value: the mean (or the metric's ``summarise``)
+    over the users it judged for per-user metrics, the catalogue-level value otherwise. ``per_user`` holds, for
+    per-user metrics only, the value of each user in ``users`` (aligned), for significance tests; NaN marks a
+    user the metric could not judge. ``n_judged`` counts, for per-user metrics, the users with a value.
+    ``seconds`` is the wall time of the whole evaluation, the model's scoring included.
     """
 
     metrics: dict[str, float]
@@ -40,6 +49,7 @@ class EvaluationResult:
     users: np.ndarray
     n_users: int
     seconds: float
+    n_judged: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-compatible summary: metric values, number of users, seconds (per-user vectors omitted)."""
@@ -89,13 +99,13 @@ def evaluate(
     ``metrics`` are :class:`Metric` instances or specs such as ``"ndcg@10"`` (see :func:`parse_metric`).
     ``history`` (same id maps as the model) holds the items to exclude from each user's ranking; without it
     the model's training items are excluded. Relevant items are never excluded (see the module docstring).
-    Metrics receive the context ``{"item_counts": training interactions per item, "n_items": ...}`` updated
-    with ``context``.
+    Metrics receive the context entries they need (:mod:`cinesync.evaluation.context`), built once, and
+    ``context`` (the caller's entries, such as ``outcomes`` or ``item_embeddings``).
 
     Raises :class:`~cinesync.errors.DataError` when ``test`` or ``history`` does not share the model's id maps
     or ``test`` is empty, and :class:`~cinesync.errors.CineSyncError` when the model returns scores of the
-    wrong shape or non-finite scores, or a metric needs a context entry that is missing or returns a value of
-    the wrong shape.
+    wrong shape or non-finite scores, a metric needs a context entry that is missing or returns a value of
+    the wrong shape, or a rating-error metric is asked of a model that does not predict ratings.
     """
     started = time.perf_counter()
     judges = _build_metrics(metrics)
@@ -114,16 +124,26 @@ def evaluate(
     user_index = np.unique(test.interactions["user"].to_numpy(np.int64))
     relevant = _UserItems(test, user_index)
     excluded = None if history is None else _UserItems(history, user_index)
-    item_counts = history.item_counts() if history is not None else model.base_state()["item_counts"]
-    metric_context = {"item_counts": torch.from_numpy(item_counts), "n_items": n_items, **(context or {})}
+    metric_context = build_context(
+        set().union(*(metric.needs for metric in judges)),
+        model=model,
+        test=test,
+        history=history,
+        users=user_index,
+        supplied=context,
+    )
     for metric in judges:
         missing = sorted(metric.needs - metric_context.keys())
         if missing:
             raise CineSyncError(f"metric {metric.name} needs context {', '.join(missing)}, which is missing")
     depth = min(max((m.k for m in judges if m.k is not None), default=1), n_items)
 
+    scorers = [metric for metric in judges if metric.needs_scores]
+    ratings = metric_context.get("ratings") if any("ratings" in m.needs for m in scorers) else None
     users = torch.from_numpy(user_index)
+    n_relevant = relevant.counts()
     parts: list[tuple[torch.Tensor, ...]] = []
+    scored_parts: dict[str, list[torch.Tensor]] = {metric.name: [] for metric in scorers}
     for start in _batches(len(users), batch_size, progress):
         stop = min(start + batch_size, len(users))
         batch = users[start:stop]
@@ -134,29 +154,47 @@ def evaluate(
         seen = excluded.mask(start, stop) if excluded is not None else model.seen_mask(batch)
         masked = scores.float().masked_fill(seen & ~is_relevant, float("-inf"))
         parts.append(_rank(masked, is_relevant, depth))
+        if scorers:
+            top_items, top_hits, rank = parts[-1]
+            scored = ScoredBatch(
+                users=batch,
+                scores=masked,
+                relevant=is_relevant,
+                excluded=seen,
+                lists=RankedLists(batch, top_items, top_hits, n_relevant[start:stop], rank, n_items),
+                ratings=ratings.batch(start, stop) if ratings is not None else None,
+            )
+            for metric in scorers:
+                value = metric.compute_batch(scored, metric_context)
+                _check_shape(metric, value, (len(batch),))
+                scored_parts[metric.name].append(value)
     items, hits, first_relevant_rank = (torch.cat(column) for column in zip(*parts, strict=True))
     lists = RankedLists(
         users=users,
         items=items,
         hits=hits,
-        n_relevant=relevant.counts(),
+        n_relevant=n_relevant,
         first_relevant_rank=first_relevant_rank,
         n_items=n_items,
     )
 
     values: dict[str, float] = {}
     per_user: dict[str, np.ndarray] = {}
+    n_judged: dict[str, int] = {}
     for metric in judges:
-        value = metric.compute(lists, metric_context)
-        expected = (len(users),) if metric.per_user else ()
-        if tuple(value.shape) != expected:
-            raise CineSyncError(
-                f"metric {metric.name} ({type(metric).__name__}) returned shape {tuple(value.shape)}, "
-                f"expected {expected}"
-            )
+        if metric.needs_scores:
+            value = torch.cat(scored_parts[metric.name])
+        else:
+            value = metric.compute(lists, metric_context)
+            _check_shape(metric, value, (len(users),) if metric.per_user else ())
         if metric.per_user:
             per_user[metric.name] = value.detach().cpu().double().numpy()
-            values[metric.name] = float(per_user[metric.name].mean())
+            judged = ~np.isnan(per_user[metric.name])
+            n_judged[metric.name] = int(judged.sum())
+            # Users a metric cannot judge are NaN and left out; a metric that judged nobody is NaN itself.
+            values[metric.name] = (
+                metric.summarise(per_user[metric.name][judged]) if judged.any() else math.nan
+            )
         else:
             values[metric.name] = float(value)
     return EvaluationResult(
@@ -165,6 +203,7 @@ def evaluate(
         users=user_index,
         n_users=len(user_index),
         seconds=time.perf_counter() - started,
+        n_judged=n_judged,
     )
 
 
@@ -174,6 +213,12 @@ def _build_metrics(metrics: Sequence[str | Metric]) -> list[Metric]:
     built = [parse_metric(m) if isinstance(m, str) else m for m in metrics]
     if not built:
         raise CineSyncError("evaluate needs at least one metric, such as 'ndcg@10'")
+    for metric in built:
+        if metric.needs_scores and not metric.per_user:
+            raise CineSyncError(
+                f"metric {metric.name} ({type(metric).__name__}) sets needs_scores, so it must be per-user: "
+                "the evaluator concatenates its per-batch values"
+            )
     names = [m.name for m in built]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
@@ -188,6 +233,14 @@ def _batches(n_users: int, batch_size: int, progress: bool) -> Iterable[int]:
     from rich.progress import track
 
     return track(starts, description="evaluating", total=len(starts))
+
+
+def _check_shape(metric: Metric, value: torch.Tensor, expected: tuple[int, ...]) -> None:
+    if tuple(value.shape) != expected:
+        raise CineSyncError(
+            f"metric {metric.name} ({type(metric).__name__}) returned shape {tuple(value.shape)}, "
+            f"expected {expected}"
+        )
 
 
 def _check_scores(model: Recommender, scores: torch.Tensor, expected: tuple[int, int]) -> None:

@@ -48,3 +48,37 @@ class RankedLists:
         if k > self.depth and self.depth < self.n_items:
             raise ValueError(f"ranked lists hold {self.depth} items per user, fewer than k={k}")
         return min(k, self.depth)
+
+
+@dataclass
+class RatedPairs:
+    """The rated test interactions of a batch of users: ``rows`` (position in the batch), ``items``, ``ratings``.
+
+    Every test interaction with a known rating is one entry, repeats included (each rating is an observation).
+    """
+
+    rows: torch.Tensor
+    items: torch.Tensor
+    ratings: torch.Tensor
+
+
+@dataclass
+class ScoredBatch:
+    """One batch of evaluated users with their full score rows, for metrics that set ``needs_scores``.
+
+    * ``users``: (B,) user indices.
+    * ``scores``: (B, n_items) float scores as ranked: ``-inf`` where an item is excluded (a history item that
+      is not relevant), the model's score everywhere else; every finite entry is a candidate.
+    * ``relevant``: (B, n_items) bool, the held-out test items.
+    * ``excluded``: (B, n_items) bool, the users' history items (relevant ones included, although they stay
+      in the ranking).
+    * ``lists``: the batch's own :class:`RankedLists` (rows of the evaluation's lists for these users).
+    * ``ratings``: the batch's rated test interactions when a metric needs ``"ratings"``, else None.
+    """
+
+    users: torch.Tensor
+    scores: torch.Tensor
+    relevant: torch.Tensor
+    excluded: torch.Tensor
+    lists: RankedLists
+    ratings: RatedPairs | None = None
