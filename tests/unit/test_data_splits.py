@@ -62,17 +62,20 @@ def test_leave_last_out_holds_out_each_users_last_interactions_by_time() -> None
         assert (held >= latest_before.reindex(held.index)).all()
 
 
-def test_leave_last_out_breaks_timestamp_ties_by_item_index() -> None:
+def test_leave_last_out_breaks_timestamp_ties_by_source_order() -> None:
     frame = pd.DataFrame({"user": [1, 1, 1, 1], "item": [9, 7, 8, 5], "timestamp": [5, 5, 5, 1]})
     split = leave_last_out(build_dataset("ties", frame))
     assert split.valid is not None
-    assert split.test.items.lookup(split.test.interactions["item"]) == [9]
-    assert split.valid.items.lookup(split.valid.interactions["item"]) == [8]
-    assert sorted(split.train.items.lookup(split.train.interactions["item"])) == [5, 7]
+    # Among the three ratings at time 5 the file lists 9, 7, 8: the last one (8) is test, 7 validation.
+    assert split.test.items.lookup(split.test.interactions["item"]) == [8]
+    assert split.valid.items.lookup(split.valid.interactions["item"]) == [7]
+    assert sorted(split.train.items.lookup(split.train.interactions["item"])) == [5, 9]
 
 
-def test_leave_last_out_does_not_depend_on_row_order() -> None:
-    dataset = make_dataset()
+def test_leave_last_out_does_not_depend_on_row_order_without_ties() -> None:
+    tied = make_dataset()
+    distinct_times = tied.interactions.assign(timestamp=np.arange(len(tied.interactions)) * 7 % 1000)
+    dataset = tied.with_interactions(distinct_times.drop_duplicates(["user", "timestamp"]))
     shuffled = dataset.with_interactions(dataset.interactions.sample(frac=1.0, random_state=3))
     first, second = leave_last_out(dataset), leave_last_out(shuffled)
     assert rows(first.test) == rows(second.test)
