@@ -125,36 +125,177 @@ def run(
     outcome = run_suite(
         suite, source=str(manifest), data_dir=data_dir, output=output, progress=progress, on_result=report
     )
-    console.print(results_table(outcome.to_json()))
+    from cinesync.evaluation.report import build_report
+
+    analysed = outcome.report or build_report(outcome)
+    console.print(results_table(analysed, outcome.to_json()))
     if json_path is not None:
         write_json(json_path, outcome.to_json())
         console.print(f"results written to {json_path}")
     if output is not None:
         console.print(f"artifacts written to {output / 'artifacts'}")
+        console.print(f"report written to {output / 'report.html'} (and report.md, report.json)")
 
 
-def results_table(payload: dict[str, Any]) -> Any:
-    """A rich table of a suite's results: one row per model, metrics then training time."""
+def results_table(report: dict[str, Any], payload: dict[str, Any]) -> Any:
+    """A rich table of a suite's results: one row per model, each metric with its 95% bootstrap interval and
+    its significance mark against the first baseline, then training time."""
+    from rich.markup import escape
     from rich.table import Table
 
-    results = payload["results"]
-    metric_names = list(next(iter(results.values())).keys()) if results else []
-    metric_names = [m for m in metric_names if m not in ("validation", "fit_info", "artifact")]
-    table = Table(title=f"{payload['suite']} on {payload['protocol']['dataset']['name']} (test split)")
+    from cinesync.evaluation.report import cell, marks
+
+    baseline, found = marks(report)
+    metrics = list(report["metrics"])
+    caption = None
+    if baseline is not None:
+        protocol = report["protocol"]
+        caption = escape(
+            f"value [95% CI]; ▲/▼ significantly better/worse than {baseline} "
+            f"(paired {protocol['tests'][0]}-test, {protocol['correction']}-corrected p < {protocol['alpha']})"
+        )
+    table = Table(
+        title=f"{payload['suite']} on {payload['protocol']['dataset']['name']} (test split)", caption=caption
+    )
     table.add_column("model")
-    for metric in metric_names:
+    for metric in metrics:
         table.add_column(metric, justify="right")
-    for name, row in results.items():
-        cells = []
-        for metric in metric_names:
-            value = row[metric]
-            cells.append(
-                f"{value:.4f}"
-                if isinstance(value, float) and metric not in ("train_seconds", "eval_seconds")
-                else str(value)
-            )
-        table.add_row(name, *cells)
+    table.add_column("train_seconds", justify="right")
+    for name in report["models"]:
+        cells = [escape(cell(report, name, metric, found.get((name, metric), ""))) for metric in metrics]
+        label = f"{name} (baseline)" if name == baseline else name
+        table.add_row(label, *cells, f"{payload['results'][name]['train_seconds']:.1f}")
     return table
+
+
+# -- report / compare --------------------------------------------------------------------------------------
+@cli.command("report")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write report.json/.md/.html (default: RUN_DIR).",
+)
+def report_command(run_dir: Path, output: Path | None) -> None:
+    """Write the report (JSON, Markdown, HTML with plots) of RUN_DIR, the --output of 'cinesync run'.
+
+    It is computed again from the saved per-user values, top-k lists, users and item counts, under the
+    significance and fairness settings recorded in the run's protocol."""
+    from cinesync.evaluation.report import build_report, write_report
+    from cinesync.suite import load_run
+
+    suite = load_run(run_dir)
+    analysed = build_report(suite)
+    paths = write_report(analysed, output or run_dir)
+    console = _console()
+    console.print(results_table(analysed, suite.to_json()))
+    console.print("report written to " + ", ".join(str(p) for p in paths))
+
+
+@cli.command()
+@click.argument("run_a", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_b", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--metric", "metrics", multiple=True, help="Metric to compare, such as ndcg@10 (repeatable).")
+@click.option(
+    "--correction",
+    type=click.Choice(["holm", "bh", "bonferroni", "none"]),
+    default="holm",
+    show_default=True,
+    help="Multiple-comparison correction over the models compared on each metric.",
+)
+@click.option(
+    "--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True
+)
+@click.option("--bootstrap", type=click.IntRange(min=100), default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def compare(
+    run_a: Path,
+    run_b: Path,
+    metrics: tuple[str, ...],
+    correction: str,
+    alpha: float,
+    bootstrap: int,
+    as_json: bool,
+) -> None:
+    """Compare each model present in both RUN_A and RUN_B (A minus B) with paired tests over the same users.
+
+    Prints the mean difference with its bootstrap interval, paired t-test and Wilcoxon p-values, and the
+    corrected t-test p-value; the runs must have evaluated the same test users."""
+    from cinesync.evaluation.statistics import adjust_p_values, compare_runs
+    from cinesync.suite import load_run
+
+    first, second = load_run(run_a), load_run(run_b)
+    models = [name for name in first.results if name in second.results]
+    if not models:
+        raise CineSyncError(
+            f"{run_a} and {run_b} share no model name ({', '.join(first.results)} vs {', '.join(second.results)})"
+        )
+    shared = [m for m, info in first.metrics.items() if info["per_user"] and m in second.metrics]
+    chosen = list(metrics) or shared
+    unknown = [m for m in chosen if m not in shared]
+    if unknown:
+        raise CineSyncError(
+            f"metric(s) {', '.join(unknown)} lack per-user values in one of the runs; both have {', '.join(shared)}"
+        )
+    comparisons = []
+    for metric in chosen:
+        family = [
+            compare_runs(
+                first.results[name].per_user,
+                second.results[name].per_user,
+                metric,
+                users_a=first.results[name].users,
+                users_b=second.results[name].users,
+                names=(f"{run_a}:{name}", f"{run_b}:{name}"),
+                alpha=alpha,
+                higher_is_better=first.metrics[metric]["higher_is_better"],
+                resamples=bootstrap,
+            )
+            for name in models
+        ]
+        for test in ("t", "wilcoxon"):
+            adjusted = adjust_p_values([c.p_values[test] for c in family], correction)  # type: ignore[arg-type]
+            for comparison, value in zip(family, adjusted, strict=True):
+                comparison.adjusted[test] = float(value)
+        for name, comparison in zip(models, family, strict=True):
+            comparison.significant = comparison.adjusted["t"] < alpha
+            comparisons.append((name, comparison))
+    if as_json:
+        click.echo(json.dumps([{**c.to_dict(), "name": name} for name, c in comparisons], indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(
+        title=f"{run_a} (A) vs {run_b} (B), {comparisons[0][1].n_users} users",
+        caption=f"difference = A - B; significant: {correction}-corrected t-test p < {alpha}",
+    )
+    for column in (
+        "model",
+        "metric",
+        "A",
+        "B",
+        "difference [95% CI]",
+        "p (t)",
+        "p (wilcoxon)",
+        f"p {correction} (t)",
+    ):
+        table.add_column(column, justify="left" if column in ("model", "metric") else "right")
+    table.add_column("significant")
+    for name, c in comparisons:
+        low, high = c.difference_ci
+        verdict = ("A better" if c.better else "B better") if c.significant else "no"
+        table.add_row(
+            name,
+            c.metric,
+            f"{c.mean:.4f}",
+            f"{c.baseline_mean:.4f}",
+            f"{c.difference:+.4f} [{low:+.4f}, {high:+.4f}]",
+            f"{c.p_values['t']:.4g}",
+            f"{c.p_values['wilcoxon']:.4g}",
+            f"{c.adjusted['t']:.4g}",
+            verdict,
+        )
+    _console().print(table)
 
 
 def _version() -> str:

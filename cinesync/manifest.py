@@ -63,12 +63,69 @@ class SplitSpec(StrictModel):
     seed: int = 0
 
 
+_TESTS: tuple[Literal["t", "wilcoxon"], ...] = ("t", "wilcoxon")
+
+
+class SignificanceSpec(StrictModel):
+    """Paired significance tests of every model against baselines (see :mod:`cinesync.evaluation.statistics`).
+
+    ``baseline``: model name(s) to compare against; empty means the best model on the first metric. For each
+    baseline, metric and test, the comparisons form one family corrected with ``correction``; ``bootstrap``
+    resamples give every 95% interval, seeded with ``seed``.
+    """
+
+    baseline: list[str] = Field(default_factory=list)
+    tests: list[Literal["t", "wilcoxon"]] = Field(default_factory=lambda: list(_TESTS), min_length=1)
+    correction: Literal["holm", "bh", "bonferroni", "none"] = "holm"
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    bootstrap: int = Field(default=1000, ge=100)
+    seed: int = 0
+
+    @field_validator("baseline", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class FairnessSpec(StrictModel):
+    """User groups for the fairness tables (see :mod:`cinesync.evaluation.fairness`).
+
+    ``attributes``: user attributes of the dataset (ml-100k: ``gender``, ``age``, ``occupation``) or
+    ``activity`` (training interactions per user, always available). ``bands`` cut numeric attributes at the
+    given lower edges (MovieLens ages by default); other numeric attributes and ``activity`` are cut at
+    ``quantiles``. ``exposure_k``: length of the recommendation lists saved with a run, read by the exposure,
+    Lorenz and popularity-bias sections.
+    """
+
+    attributes: list[str] = Field(default_factory=lambda: ["activity"])
+    bands: dict[str, list[float]] = Field(
+        default_factory=lambda: {"age": [18.0, 25.0, 35.0, 45.0, 50.0, 56.0]}
+    )
+    quantiles: list[float] = Field(default_factory=lambda: [1 / 3, 2 / 3], min_length=1)
+    exposure_k: int = Field(default=10, ge=1)
+
+    @field_validator("quantiles")
+    @classmethod
+    def _quantiles_inside(cls, value: list[float]) -> list[float]:
+        if value != sorted(set(value)) or not all(0 < q < 1 for q in value):
+            raise ValueError("quantiles must be distinct, ascending and strictly between 0 and 1")
+        return value
+
+    @field_validator("bands")
+    @classmethod
+    def _bands_ascending(cls, value: dict[str, list[float]]) -> dict[str, list[float]]:
+        for attribute, edges in value.items():
+            if not edges or edges != sorted(set(edges)):
+                raise ValueError(f"bands.{attribute} must be distinct ascending lower edges, got {edges}")
+        return value
+
+
 class EvaluationProtocol(StrictModel):
     """The evaluation protocol, pinned: full ranking over the catalogue with each user's known items excluded.
 
     ``refit``: after validation (early stopping, tuning), refit each model on train + validation and evaluate
     on test with train + validation items excluded; without it, models trained on train alone are evaluated
-    on test.
+    on test. ``significance`` and ``fairness`` configure the report a run writes (docs/evaluation.md).
     """
 
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
@@ -79,6 +136,8 @@ class EvaluationProtocol(StrictModel):
     exclude_seen: bool = True
     refit: bool = True
     batch_size: int = Field(default=1024, ge=1)
+    significance: SignificanceSpec = Field(default_factory=SignificanceSpec)
+    fairness: FairnessSpec = Field(default_factory=FairnessSpec)
 
     @field_validator("dataset", mode="before")
     @classmethod
@@ -151,6 +210,12 @@ class SuiteManifest(StrictModel):
         if duplicates:
             raise ValueError(
                 f"model names must be unique; give each a 'name' ({', '.join(duplicates)} repeat)"
+            )
+        unknown = [b for b in self.evaluation.significance.baseline if b not in names]
+        if unknown:
+            raise ValueError(
+                f"evaluation.significance.baseline names {', '.join(unknown)}, which is not a model of this "
+                f"suite (models: {', '.join(names)})"
             )
         return self
 

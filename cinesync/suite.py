@@ -8,6 +8,19 @@ The protocol is the manifest's ``[evaluation]`` table. For each model:
    the best epoch count found in step 1) and evaluated on *test* with train + validation items excluded.
    With ``refit = false`` the model from step 1 is evaluated on test.
 3. The model is saved as an artifact under ``OUTPUT/artifacts/<name>``.
+
+With an output directory the run also keeps what reports need (:func:`save_run` / :func:`load_run`)::
+
+    OUTPUT/results.json                     metric means per model (+ "metrics": direction of each metric)
+    OUTPUT/evaluation/models/<name>.safetensors
+                                            "users" (int64 user indices), "top_items" (int32, users x k,
+                                            -1 pads) and "per_user/<metric>" (float64) per evaluated user
+    OUTPUT/evaluation/users.parquet         evaluated users: index, id, activity (history interactions) and
+                                            the dataset's user attributes
+    OUTPUT/evaluation/items.safetensors     "item_counts": history interactions per item (popularity)
+    OUTPUT/report.json, report.md, report.html   (:mod:`cinesync.evaluation.report`)
+
+Every file is written atomically (temporary file + rename); nothing is pickled.
 """
 
 from __future__ import annotations
@@ -15,25 +28,67 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from pydantic import Field
 
 from cinesync.errors import CineSyncError
+from cinesync.interfaces import ComponentConfig, Metric
 from cinesync.manifest import EvaluationProtocol, ModelSpec, SuiteManifest
 
 if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+
     from cinesync.data.dataset import Dataset
     from cinesync.data.splits import Split
+    from cinesync.evaluation.ranking import RankedLists
     from cinesync.interfaces import Recommender
 
 log = logging.getLogger(__name__)
 
+#: Version of the run directory layout under ``OUTPUT/evaluation``; :func:`load_run` refuses others.
+RUN_FORMAT = 1
+
+
+class TopItemsRecorder(Metric):
+    """Not a quality measure: keeps the top-``k`` lists the evaluator ranked, for exposure and popularity-bias
+    reports, so they come from the very ranking the metrics judged. ``compute`` returns 0."""
+
+    metric_id: ClassVar[str] = "top_items"
+    per_user: ClassVar[bool] = False
+
+    class Config(ComponentConfig):
+        k: int = Field(10, gt=0)
+
+    def __init__(self, config: ComponentConfig | None = None, **params: Any) -> None:
+        super().__init__(config, **params)
+        self.users: np.ndarray | None = None
+        self.items: np.ndarray | None = None
+
+    def compute(self, lists: RankedLists, context: dict[str, Any]) -> torch.Tensor:
+        import torch
+
+        self.users = lists.users.cpu().numpy().astype(np.int64)
+        assert self.k is not None
+        self.items = lists.items_at(self.k).cpu().numpy().astype(np.int32)
+        return torch.tensor(0.0)
+
 
 @dataclass
 class ModelResult:
-    """What one model of a suite measured."""
+    """What one model of a suite measured.
+
+    ``per_user`` maps each per-user metric to its values over ``users`` (evaluated user indices, ascending);
+    ``top_items`` holds those users' top-k recommended item indices (-1 pads short lists).
+    """
 
     name: str
     component: str
@@ -44,7 +99,9 @@ class ModelResult:
     n_parameters: int
     fit_info: dict[str, Any]
     artifact: str | None
-    per_user: dict[str, list[float]] = field(default_factory=dict)
+    per_user: dict[str, np.ndarray] = field(default_factory=dict)
+    users: np.ndarray | None = None
+    top_items: np.ndarray | None = None
 
     def row(self) -> dict[str, Any]:
         return {
@@ -52,6 +109,7 @@ class ModelResult:
             "train_seconds": round(self.train_seconds, 3),
             "eval_seconds": round(self.eval_seconds, 3),
             "n_parameters": self.n_parameters,
+            "component": self.component,
             "validation": self.validation,
             "fit_info": self.fit_info,
             "artifact": self.artifact,
@@ -60,11 +118,23 @@ class ModelResult:
 
 @dataclass
 class SuiteResult:
+    """A suite's outcome: protocol, dataset summary and one :class:`ModelResult` per model.
+
+    ``metrics`` describes each metric of the protocol (``per_user``, ``higher_is_better``); ``users`` has one row
+    per evaluated user (index, id, activity, user attributes) and ``item_counts`` the history interactions per
+    item: together with the models' per-user values and top-k lists, what a report needs. ``report`` is the
+    analysed report (:func:`cinesync.evaluation.report.build_report`) once one was written.
+    """
+
     name: str
     protocol: dict[str, Any]
     dataset: dict[str, Any]
     results: dict[str, ModelResult]
     seconds: float
+    metrics: dict[str, dict[str, bool]] = field(default_factory=dict)
+    users: pd.DataFrame | None = None
+    item_counts: np.ndarray | None = None
+    report: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -72,6 +142,7 @@ class SuiteResult:
             "protocol": self.protocol,
             "dataset": self.dataset,
             "results": {name: result.row() for name, result in self.results.items()},
+            "metrics": self.metrics,
             "seconds": round(self.seconds, 3),
         }
 
@@ -148,7 +219,11 @@ def train_and_evaluate(
         train_seconds += time.perf_counter() - started
     fit_info.update(model.fit_info)
     model.fit_info = fit_info
-    evaluation = evaluate(model, split.test, metrics=protocol.metrics, batch_size=protocol.batch_size)
+    recorder = TopItemsRecorder(k=protocol.fairness.exposure_k)
+    evaluation = evaluate(
+        model, split.test, metrics=[*protocol.metrics, recorder], batch_size=protocol.batch_size
+    )
+    evaluation.metrics.pop(recorder.name)
     result = ModelResult(
         name=name,
         component=spec.component,
@@ -159,7 +234,9 @@ def train_and_evaluate(
         n_parameters=model.n_parameters(),
         fit_info=fit_info,
         artifact=None,
-        per_user={k: v.tolist() for k, v in evaluation.per_user.items()},
+        per_user=dict(evaluation.per_user),
+        users=evaluation.users,
+        top_items=recorder.items,
     )
     return model, result
 
@@ -171,11 +248,13 @@ def run_suite(
     data_dir: str | os.PathLike[str] | None = None,
     output: str | os.PathLike[str] | None = None,
     progress: bool = True,
-    on_result: Any = None,
+    on_result: Callable[[ModelResult], None] | None = None,
 ) -> SuiteResult:
-    """Run every model of ``manifest``; artifacts and ``results.json`` go under ``output`` when given.
+    """Run every model of ``manifest``. With ``output``: artifacts, ``results.json``, the per-user and top-k
+    files of :func:`save_run` and the report (``report.json``/``.md``/``.html``) go under it.
 
-    ``on_result(result)`` is called after each model (the CLI prints progress with it).
+    ``on_result(result)`` is called after each model (the CLI prints progress with it). A fairness attribute
+    the dataset lacks is an error before any model trains.
     """
     from cinesync.hooks import plugin_manager
     from cinesync.manifest import check_components
@@ -185,6 +264,9 @@ def run_suite(
     protocol = manifest.evaluation
     split = prepare_data(protocol, data_dir)
     _check_requirements(manifest, split.train, source)
+    history = split.train_valid if protocol.refit else split.train
+    users = evaluated_users(split.test, history)
+    _check_fairness_attributes(protocol, users, source)
     results: dict[str, ModelResult] = {}
     for spec in manifest.models:
         model, result = train_and_evaluate(spec, split, protocol, progress=progress)
@@ -215,10 +297,156 @@ def run_suite(
         },
         results=results,
         seconds=time.perf_counter() - started,
+        metrics=describe_metrics(protocol.metrics),
+        users=users,
+        item_counts=history.item_counts(),
     )
     if output is not None:
-        write_json(Path(output) / "results.json", suite.to_json())
+        from cinesync.evaluation.report import build_report, write_report
+
+        save_run(suite, output)
+        suite.report = build_report(suite)
+        write_report(suite.report, Path(output))
     return suite
+
+
+def evaluated_users(test: Dataset, history: Dataset) -> pd.DataFrame:
+    """One row per user with test interactions, by ascending index (the evaluator's order): ``user`` index,
+    ``id`` (the source's id, as text), ``activity`` (interactions in ``history``) and every user attribute of
+    the dataset (``age``, ``gender``, ...)."""
+    import pandas as pd
+
+    indices = np.unique(test.interactions["user"].to_numpy(np.int64))
+    table = pd.DataFrame(
+        {
+            "user": indices,
+            "id": [str(external) for external in test.users.lookup(indices)],
+            "activity": history.user_counts()[indices].astype(np.int64),
+        }
+    )
+    attributes = test.user_attributes
+    if attributes is not None:
+        kept = attributes.drop(columns=[c for c in ("user_id", "user", "id", "activity") if c in attributes])
+        table = pd.concat([table, kept.iloc[indices].reset_index(drop=True)], axis=1)
+    return table
+
+
+def describe_metrics(specs: list[str]) -> dict[str, dict[str, bool]]:
+    """``{name: {"per_user": ..., "higher_is_better": ...}}`` for each metric spec, from the metric plugins."""
+    from cinesync.evaluation.metrics import parse_metric
+
+    described = {}
+    for spec in specs:
+        metric = parse_metric(spec)
+        described[metric.name] = {"per_user": metric.per_user, "higher_is_better": metric.higher_is_better}
+    return described
+
+
+def _check_fairness_attributes(protocol: EvaluationProtocol, users: pd.DataFrame, source: str) -> None:
+    missing = [a for a in protocol.fairness.attributes if a not in users.columns]
+    if missing:
+        available = ", ".join(c for c in users.columns if c not in ("user", "id"))
+        raise CineSyncError(
+            f"{source}: evaluation.fairness.attributes names {', '.join(missing)}, which dataset "
+            f"{protocol.dataset.name!r} does not provide (available: {available})"
+        )
+
+
+def _file_name(name: str, taken: set[str]) -> str:
+    """A file name for model ``name``: its own when safe, else a slug; unique among ``taken``."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".") or "model"
+    candidate, suffix = stem, 1
+    while candidate.lower() in taken:
+        suffix += 1
+        candidate = f"{stem}-{suffix}"
+    taken.add(candidate.lower())
+    return f"{candidate}.safetensors"
+
+
+def save_run(suite: SuiteResult, output: str | os.PathLike[str]) -> None:
+    """Write ``results.json`` and the per-user, top-k, user and item files of the module docstring."""
+    from safetensors.numpy import save_file
+
+    root = Path(output)
+    payload = suite.to_json()
+    payload["evaluation_format"] = RUN_FORMAT
+    taken: set[str] = set()
+    for name, result in suite.results.items():
+        if result.users is None or result.top_items is None:
+            raise CineSyncError(f"model {name!r} has no per-user results to save")
+        relative = f"evaluation/models/{_file_name(name, taken)}"
+        tensors: dict[str, np.ndarray] = {
+            "users": np.ascontiguousarray(result.users, dtype=np.int64),
+            "top_items": np.ascontiguousarray(result.top_items, dtype=np.int32),
+            **{
+                f"per_user/{metric}": np.ascontiguousarray(values, dtype=np.float64)
+                for metric, values in result.per_user.items()
+            },
+        }
+        _atomic(root / relative, partial(save_file, tensors))
+        payload["results"][name]["per_user_file"] = relative
+    if suite.item_counts is not None:
+        counts = {"item_counts": np.ascontiguousarray(suite.item_counts, dtype=np.int64)}
+        _atomic(root / "evaluation/items.safetensors", partial(save_file, counts))
+    if suite.users is not None:
+        users = suite.users
+        _atomic(root / "evaluation/users.parquet", lambda path: users.to_parquet(path, index=False))
+    write_json(root / "results.json", payload)
+
+
+def load_run(run_dir: str | os.PathLike[str]) -> SuiteResult:
+    """Read a run directory written by :func:`save_run` back into a :class:`SuiteResult` (artifacts stay on
+    disk). Raises :class:`~cinesync.errors.CineSyncError` naming the missing file when the run lacks one
+    (runs of cinesync before 0.2 kept no per-user values: run the suite again)."""
+    import pandas as pd
+    from safetensors.numpy import load_file
+
+    root = Path(run_dir)
+    results_path = root / "results.json"
+    if not results_path.is_file():
+        raise CineSyncError(f"{root}: no results.json; is this the --output directory of 'cinesync run'?")
+    payload = json.loads(results_path.read_text(encoding="utf-8"))
+    if payload.get("evaluation_format") != RUN_FORMAT:
+        raise CineSyncError(
+            f"{root}: the run keeps no per-user results (format {payload.get('evaluation_format')!r}, expected "
+            f"{RUN_FORMAT}); run the suite again with this cinesync to report on it"
+        )
+    metrics: dict[str, dict[str, bool]] = payload["metrics"]
+    results: dict[str, ModelResult] = {}
+    for name, row in payload["results"].items():
+        path = root / row["per_user_file"]
+        if not path.is_file():
+            raise CineSyncError(f"{root}: {row['per_user_file']} (per-user results of {name!r}) is missing")
+        tensors = load_file(str(path))
+        results[name] = ModelResult(
+            name=name,
+            component=row.get("component", name),
+            metrics={m: float(row[m]) for m in metrics if m in row},
+            validation=row.get("validation", {}),
+            train_seconds=float(row.get("train_seconds", 0.0)),
+            eval_seconds=float(row.get("eval_seconds", 0.0)),
+            n_parameters=int(row.get("n_parameters", 0)),
+            fit_info=row.get("fit_info", {}),
+            artifact=row.get("artifact"),
+            per_user={
+                k.removeprefix("per_user/"): v for k, v in tensors.items() if k.startswith("per_user/")
+            },
+            users=tensors["users"],
+            top_items=tensors["top_items"],
+        )
+    for required in ("evaluation/users.parquet", "evaluation/items.safetensors"):
+        if not (root / required).is_file():
+            raise CineSyncError(f"{root}: {required} is missing; run the suite again to report on it")
+    return SuiteResult(
+        name=payload["suite"],
+        protocol=payload["protocol"],
+        dataset=payload["dataset"],
+        results=results,
+        seconds=float(payload.get("seconds", 0.0)),
+        metrics=metrics,
+        users=pd.read_parquet(root / "evaluation/users.parquet"),
+        item_counts=load_file(str(root / "evaluation/items.safetensors"))["item_counts"],
+    )
 
 
 def _check_requirements(manifest: SuiteManifest, train: Dataset, source: str) -> None:
@@ -240,7 +468,21 @@ def _check_requirements(manifest: SuiteManifest, train: Dataset, source: str) ->
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Write JSON atomically (temporary file + rename)."""
+    _atomic(path, lambda staging: staging.write_text(json.dumps(payload, indent=2, default=str), "utf-8"))
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write UTF-8 text atomically (temporary file + rename)."""
+    _atomic(path, lambda staging: staging.write_text(text, encoding="utf-8"))
+
+
+def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    """Call ``write`` on a temporary file beside ``path``, then rename it over ``path``: readers never see
+    a half-written file, and a failed write leaves the old one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    staging.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
-    os.replace(staging, path)
+    try:
+        write(staging)
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
