@@ -83,6 +83,7 @@ def run(
     manifest: Path, data_dir: Path | None, output: Path | None, json_path: Path | None, progress: bool
 ) -> None:
     """Train and evaluate every model of a suite (or model) MANIFEST and print a comparison table."""
+    from cinesync.evaluation.metrics import metric_label
     from cinesync.manifest import EnsembleManifest, ModelManifest, ModelSpec, SuiteManifest, load_manifest
     from cinesync.suite import run_suite, write_json
 
@@ -115,7 +116,8 @@ def run(
     protocol = suite.evaluation
     console.print(
         f"[bold]{suite.name}[/bold]: {len(suite.models)} model(s) on {protocol.dataset.name}, "
-        f"split {protocol.split.method}, full ranking, metrics {', '.join(protocol.metrics)}"
+        f"split {protocol.split.method}, full ranking, "
+        f"metrics {', '.join(metric_label(m) for m in protocol.metrics)}"
     )
 
     def report(result: Any) -> None:

@@ -120,6 +120,21 @@ class FairnessSpec(StrictModel):
         return value
 
 
+DEFAULT_METRICS: tuple[str | MetricSpec, ...] = ("hr@10", "ndcg@10", "recall@20", "mrr")
+
+
+class MetricSpec(BaseModel):
+    """A metric with parameters beyond its cut-off: ``{ id = "ild", k = 10, features = "genres" }``.
+
+    Fields other than ``id`` and ``k`` are passed to the metric's ``Config`` (checked by ``check_components``).
+    """
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_.\-]*$")
+    k: int | None = Field(default=None, ge=1)
+
+
 class EvaluationProtocol(StrictModel):
     """The evaluation protocol, pinned: full ranking over the catalogue with each user's known items excluded.
 
@@ -132,10 +147,14 @@ class EvaluationProtocol(StrictModel):
     filters: FilterSpec = Field(default_factory=FilterSpec)
     split: SplitSpec = Field(default_factory=SplitSpec)
     candidates: Literal["all"] = "all"
-    metrics: list[str] = Field(default_factory=lambda: ["hr@10", "ndcg@10", "recall@20", "mrr"], min_length=1)
-    exclude_seen: bool = True
+    metrics: list[str | MetricSpec] = Field(default_factory=lambda: [*DEFAULT_METRICS], min_length=1)
     refit: bool = True
     batch_size: int = Field(default=1024, ge=1)
+    outcomes: str | None = Field(
+        default=None,
+        description="Outcome log for business metrics (ctr, watch_time, ...): a CSV/Parquet path relative to "
+        "the manifest, or 'generated' for a simulated log.",
+    )
     significance: SignificanceSpec = Field(default_factory=SignificanceSpec)
     fairness: FairnessSpec = Field(default_factory=FairnessSpec)
 
@@ -146,9 +165,9 @@ class EvaluationProtocol(StrictModel):
 
     @field_validator("metrics")
     @classmethod
-    def _metric_syntax(cls, value: list[str]) -> list[str]:
+    def _metric_syntax(cls, value: list[str | MetricSpec]) -> list[str | MetricSpec]:
         for spec in value:
-            if not _METRIC_SPEC.match(spec):
+            if isinstance(spec, str) and not _METRIC_SPEC.match(spec):
                 raise ValueError(f"metric {spec!r} is not of the form 'id' or 'id@k' (e.g. 'ndcg@10', 'mrr')")
         return value
 

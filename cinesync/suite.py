@@ -30,7 +30,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -184,8 +184,12 @@ def train_and_evaluate(
     protocol: EvaluationProtocol,
     *,
     progress: bool = True,
+    context: dict[str, Any] | None = None,
 ) -> tuple[Recommender, ModelResult]:
-    """Fit one model under the protocol and evaluate it on the test split."""
+    """Fit one model under the protocol and evaluate it on the test split.
+
+    ``context`` is passed to the evaluator (e.g. ``{"outcomes": log}`` for business metrics).
+    """
     from cinesync import registry
     from cinesync.evaluation import evaluate
     from cinesync.train.trainer import TrainerConfig
@@ -202,7 +206,7 @@ def train_and_evaluate(
         model.fit(split.train, validation=split.valid, trainer=trainer)
         train_seconds += time.perf_counter() - started
         validation_metrics = evaluate(
-            model, split.valid, metrics=protocol.metrics, batch_size=protocol.batch_size
+            model, split.valid, metrics=protocol.metrics, batch_size=protocol.batch_size, context=context
         ).metrics
         fit_info["validation_phase"] = dict(model.fit_info)
     if protocol.refit or split.valid is None or not model.iterative:
@@ -213,6 +217,15 @@ def train_and_evaluate(
             refit_trainer = trainer.model_copy(
                 update={"epochs": int(best_epoch), "early_stopping_metric": None}
             )
+        if model.iterative and split.valid is not None:
+            # The refit keeps its checkpoints and log apart, so it never resumes from the validation phase's.
+            refit_trainer = refit_trainer.model_copy(
+                update={
+                    key: str(Path(getattr(refit_trainer, key)) / "refit")
+                    for key in ("checkpoint_dir", "log_dir")
+                    if getattr(refit_trainer, key) is not None
+                }
+            )
         model = registry.build("recommender", spec.component, **spec.params)
         started = time.perf_counter()
         model.fit(train_data, trainer=refit_trainer)
@@ -221,7 +234,11 @@ def train_and_evaluate(
     model.fit_info = fit_info
     recorder = TopItemsRecorder(k=protocol.fairness.exposure_k)
     evaluation = evaluate(
-        model, split.test, metrics=[*protocol.metrics, recorder], batch_size=protocol.batch_size
+        model,
+        split.test,
+        metrics=[*protocol.metrics, recorder],
+        batch_size=protocol.batch_size,
+        context=context,
     )
     evaluation.metrics.pop(recorder.name)
     result = ModelResult(
@@ -264,12 +281,13 @@ def run_suite(
     protocol = manifest.evaluation
     split = prepare_data(protocol, data_dir)
     _check_requirements(manifest, split.train, source)
+    context = evaluation_context(protocol, split, source)
     history = split.train_valid if protocol.refit else split.train
     users = evaluated_users(split.test, history)
     _check_fairness_attributes(protocol, users, source)
     results: dict[str, ModelResult] = {}
     for spec in manifest.models:
-        model, result = train_and_evaluate(spec, split, protocol, progress=progress)
+        model, result = train_and_evaluate(spec, split, protocol, progress=progress, context=context)
         if output is not None:
             artifact = Path(output) / "artifacts" / result.name
             model.save(
@@ -331,7 +349,31 @@ def evaluated_users(test: Dataset, history: Dataset) -> pd.DataFrame:
     return table
 
 
-def describe_metrics(specs: list[str]) -> dict[str, dict[str, bool]]:
+def evaluation_context(protocol: EvaluationProtocol, split: Split, source: str) -> dict[str, Any]:
+    """What the evaluator needs beyond the split: the outcome log business metrics read, if any.
+
+    ``outcomes = "generated"`` simulates a log over the whole dataset with
+    :func:`~cinesync.data.outcomes.generate_outcome_log` (seeded by the split's seed); any other value is a
+    CSV or Parquet log, relative to the manifest's folder.
+    """
+    import pandas as pd
+
+    from cinesync.data.outcomes import generate_outcome_log, load_outcome_log
+
+    if protocol.outcomes is None:
+        return {}
+    everything = split.train_valid.with_interactions(
+        pd.concat([split.train_valid.interactions, split.test.interactions], ignore_index=True)
+    )
+    if protocol.outcomes == "generated":
+        return {"outcomes": generate_outcome_log(everything, seed=protocol.split.seed)}
+    path = Path(protocol.outcomes)
+    if not path.is_absolute() and not source.startswith("<"):
+        path = Path(source).parent / path
+    return {"outcomes": load_outcome_log(path, everything)}
+
+
+def describe_metrics(specs: Sequence[Any]) -> dict[str, dict[str, bool]]:
     """``{name: {"per_user": ..., "higher_is_better": ...}}`` for each metric spec, from the metric plugins."""
     from cinesync.evaluation.metrics import parse_metric
 

@@ -88,7 +88,7 @@ def evaluate(
     model: Recommender,
     test: Dataset,
     *,
-    metrics: Sequence[str | Metric] = ("ndcg@10",),
+    metrics: Sequence[Any] = ("ndcg@10",),
     history: Dataset | None = None,
     batch_size: int = 1024,
     context: dict[str, Any] | None = None,
@@ -96,7 +96,8 @@ def evaluate(
 ) -> EvaluationResult:
     """Rank the whole catalogue for every user with test interactions and compute ``metrics`` on the result.
 
-    ``metrics`` are :class:`Metric` instances or specs such as ``"ndcg@10"`` (see :func:`parse_metric`).
+    ``metrics`` are :class:`Metric` instances or specs such as ``"ndcg@10"`` or ``{"id": "ild", "k": 10}``
+    (see :func:`parse_metric`).
     ``history`` (same id maps as the model) holds the items to exclude from each user's ranking; without it
     the model's training items are excluded. Relevant items are never excluded (see the module docstring).
     Metrics receive the context entries they need (:mod:`cinesync.evaluation.context`), built once, and
@@ -207,10 +208,10 @@ def evaluate(
     )
 
 
-def _build_metrics(metrics: Sequence[str | Metric]) -> list[Metric]:
+def _build_metrics(metrics: Sequence[Any]) -> list[Metric]:
     if isinstance(metrics, str):
         metrics = [metrics]
-    built = [parse_metric(m) if isinstance(m, str) else m for m in metrics]
+    built = [m if isinstance(m, Metric) else parse_metric(m) for m in metrics]
     if not built:
         raise CineSyncError("evaluate needs at least one metric, such as 'ndcg@10'")
     for metric in built:
