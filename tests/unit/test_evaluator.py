@@ -14,7 +14,8 @@ from cinesync.data.dataset import Dataset, build_dataset
 from cinesync.errors import CineSyncError, DataError, UnknownComponentError
 from cinesync.evaluation import EvaluationResult, evaluate, parse_metric
 from cinesync.evaluation.ranking import RankedLists
-from cinesync.interfaces import ComponentConfig, Metric, Recommender
+from cinesync.interfaces import Metric
+from cinesync.testing.fixed_scores import FixedScores
 from cinesync_plugins.metrics.average_precision import MAP
 from cinesync_plugins.metrics.coverage import Coverage
 from cinesync_plugins.metrics.hit_rate import HitRate
@@ -25,30 +26,6 @@ from cinesync_plugins.metrics.recall import Recall
 
 METRICS: tuple[type[Metric], ...] = (HitRate, NDCG, MRR, Precision, Recall, MAP, Coverage)
 LOG2_3 = math.log2(3)
-
-
-class FixedScores(Recommender):
-    """Scores every user with a fixed row of ``matrix`` (set before ``fit``)."""
-
-    class Config(ComponentConfig):
-        pass
-
-    matrix: torch.Tensor
-
-    def _fit(self, dataset: Dataset, *, validation: Dataset | None, trainer: Any) -> None:
-        pass
-
-    def score(
-        self, users: torch.Tensor, items: torch.Tensor | None = None, context: Any = None
-    ) -> torch.Tensor:
-        rows = self.matrix[users]
-        return rows if items is None else rows[:, items]
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        return {"matrix": self.matrix}
-
-    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.matrix = tensors["matrix"]
 
 
 class DropsAColumn(FixedScores):

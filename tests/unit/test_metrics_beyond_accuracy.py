@@ -16,8 +16,9 @@ from cinesync.errors import CineSyncError, DataError
 from cinesync.evaluation import evaluate
 from cinesync.evaluation.context import build_context
 from cinesync.evaluation.ranking import RankedLists, RatedPairs, ScoredBatch
-from cinesync.interfaces import ComponentConfig, Metric, Recommender, ensure_component_of_kind
+from cinesync.interfaces import Metric, ensure_component_of_kind
 from cinesync.testing.conformance import toy_dataset
+from cinesync.testing.fixed_scores import FixedScores
 from cinesync_plugins.metrics.aplt import APLT
 from cinesync_plugins.metrics.arp import ARP
 from cinesync_plugins.metrics.auc import AUC
@@ -331,30 +332,6 @@ def test_retention(outcome_lists: RankedLists, outcomes: pd.DataFrame) -> None:
 
 
 # -- through the evaluator -----------------------------------------------------------------------------------
-
-
-class FixedScores(Recommender):
-    """Scores every user with a fixed row of ``matrix`` (set before ``fit``)."""
-
-    class Config(ComponentConfig):
-        pass
-
-    matrix: torch.Tensor
-
-    def _fit(self, dataset: Dataset, *, validation: Dataset | None, trainer: Any) -> None:
-        pass
-
-    def score(
-        self, users: torch.Tensor, items: torch.Tensor | None = None, context: Any = None
-    ) -> torch.Tensor:
-        rows = self.matrix[users]
-        return rows if items is None else rows[:, items]
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        return {"matrix": self.matrix}
-
-    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.matrix = tensors["matrix"]
 
 
 def split(rows: list[tuple[str, str, str]], catalog: pd.DataFrame | None = None) -> tuple[Dataset, Dataset]:
