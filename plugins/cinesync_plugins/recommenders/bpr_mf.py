@@ -27,6 +27,7 @@ from cinesync.errors import DataError
 from cinesync.interfaces import ComponentConfig
 from cinesync.train.torch_model import TorchRecommender
 from cinesync.train.trainer import TrainerConfig
+from cinesync_plugins.layers import bpr_loss
 
 if TYPE_CHECKING:
     from cinesync.data.dataset import Dataset
@@ -166,7 +167,7 @@ class BPRMF(TorchRecommender):
         negatives = factors.items(batch["negatives"])
         positive_scores = (users * positives).sum(-1) + factors.bias(batch["positives"])
         negative_scores = (users.unsqueeze(1) * negatives).sum(-1) + factors.bias(batch["negatives"])
-        ranking = -functional.logsigmoid(positive_scores.unsqueeze(1) - negative_scores).mean()
+        ranking = bpr_loss(positive_scores, negative_scores)
         penalty = (
             users.pow(2).sum() + positives.pow(2).sum() + negatives.pow(2).sum() / negatives.shape[1]
         ) / len(users)
