@@ -1,0 +1,115 @@
+"""Building blocks the neural recommenders share: MLP stacks, embedding initialisation, negative sampling and the
+ranking losses.
+
+Each model file composes these instead of carrying its own copy. The losses are the ones that train for top-k
+ranking rather than rating error:
+
+* :func:`bpr_loss`: Bayesian Personalized Ranking (Rendle et al., UAI 2009), the pairwise logistic loss;
+* :func:`sampled_softmax_loss`: softmax cross-entropy of the positive against sampled negatives, with the logQ
+  correction that makes it an unbiased estimate of the full softmax's gradient whatever the proposal
+  distribution (Bengio & Senécal, IEEE TNN 2008; Yi et al., "Sampling-Bias-Corrected Neural Modeling for
+  Large Corpus Item Recommendations", RecSys 2019);
+* :func:`in_batch_softmax_loss`: the same with the other positives of the batch as negatives (Yi et al. 2019),
+  where ``log_q`` is each candidate's in-batch frequency.
+
+Every loss returns the mean over the batch, as :class:`~cinesync.train.torch_model.TorchRecommender.loss`
+requires.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import torch
+from torch import nn
+from torch.nn import functional
+
+
+def mlp(
+    dims: list[int] | tuple[int, ...],
+    dropout: float = 0.0,
+    activation: type[nn.Module] = nn.ReLU,
+    final_activation: bool = False,
+) -> nn.Sequential:
+    """Linear layers ``dims[0] -> dims[1] -> ... -> dims[-1]`` with ``activation`` between them.
+
+    Dropout (when ``dropout > 0``) follows each hidden activation; the output layer gets the activation only
+    with ``final_activation`` and never dropout, so the stack can end in logits or scores.
+    """
+    if len(dims) < 2:
+        raise ValueError(f"an MLP needs at least an input and an output size, got dims={list(dims)}")
+    layers: list[nn.Module] = []
+    n_linear = len(dims) - 1
+    for index, (width_in, width_out) in enumerate(pairwise(dims)):
+        layers.append(nn.Linear(width_in, width_out))
+        is_last = index == n_linear - 1
+        if not is_last or final_activation:
+            layers.append(activation())
+        if not is_last and dropout > 0:
+            layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+def init_embedding(embedding: nn.Embedding, std: float) -> nn.Embedding:
+    """Draw ``embedding``'s weights from N(0, std²) in place and return it.
+
+    A small ``std`` keeps initial dot-product scores near zero, where the logistic and softmax losses have
+    their largest gradients.
+    """
+    nn.init.normal_(embedding.weight, std=std)
+    return embedding
+
+
+def uniform_negatives(n: int, n_items: int, count: int, generator: torch.Generator) -> torch.Tensor:
+    """``(n, count)`` item indices drawn uniformly (with replacement) from ``range(n_items)`` with ``generator``.
+
+    A draw may be one of the user's own items; at recommendation-data densities that is rare enough that
+    rejecting it is not worth a per-batch lookup.
+    """
+    return torch.randint(0, n_items, (n, count), generator=generator)
+
+
+def bpr_loss(positive_scores: torch.Tensor, negative_scores: torch.Tensor) -> torch.Tensor:
+    """Mean of ``-log σ(s⁺ - s⁻)`` over every (positive, negative) pair.
+
+    ``positive_scores`` has shape ``(B,)`` and ``negative_scores`` ``(B, n)`` (``n`` negatives per positive)
+    or ``(B,)`` for one each.
+    """
+    if negative_scores.dim() == positive_scores.dim():
+        negative_scores = negative_scores.unsqueeze(-1)
+    return -functional.logsigmoid(positive_scores.unsqueeze(-1) - negative_scores).mean()
+
+
+def sampled_softmax_loss(
+    positive_logits: torch.Tensor, negative_logits: torch.Tensor, log_q: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean softmax cross-entropy of each positive against its sampled negatives, logQ-corrected.
+
+    ``positive_logits`` has shape ``(B,)`` and ``negative_logits`` ``(B, n)``. ``log_q``, when given, is the
+    log-probability with which the sampler proposes each candidate, broadcastable to ``(B, 1 + n)`` with the
+    positive first: subtracting it from the logits corrects for the proposal distribution (Bengio & Senécal
+    2008). With uniform negatives it is a constant that cancels, so leave it None.
+    """
+    logits = torch.cat([positive_logits.unsqueeze(-1), negative_logits], dim=-1)
+    if log_q is not None:
+        logits = logits - log_q
+    # The positive is column 0, so the cross-entropy is logsumexp(logits) - logits[:, 0].
+    return (torch.logsumexp(logits, dim=-1) - logits[:, 0]).mean()
+
+
+def in_batch_softmax_loss(
+    query: torch.Tensor, candidates: torch.Tensor, temperature: float, log_q: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean softmax cross-entropy of query ``b`` against candidate ``b``, the batch's other candidates being
+    its negatives (Yi et al. 2019).
+
+    ``query`` and ``candidates`` have shape ``(B, d)``; the logits are ``query @ candidates.T / temperature``.
+    ``log_q`` (shape ``(B,)``) is the log-probability of each candidate appearing in a batch, typically its
+    log training frequency: popular items are over-represented as negatives, and subtracting it removes that
+    bias.
+    """
+    logits = query @ candidates.t() / temperature
+    if log_q is not None:
+        logits = logits - log_q.unsqueeze(0)
+    targets = torch.arange(len(query), device=query.device)
+    return functional.cross_entropy(logits, targets)
