@@ -12,6 +12,8 @@ ranking rather than rating error:
 * :func:`in_batch_softmax_loss`: the same with the other positives of the batch as negatives (Yi et al. 2019),
   where ``log_q`` is each candidate's in-batch frequency.
 
+* :func:`ranking_loss`: one of these, or He et al.'s pointwise log loss (NCF, WWW 2017), chosen by name.
+
 Every loss returns the mean over the batch, as :class:`~cinesync.train.torch_model.TorchRecommender.loss`
 requires.
 """
@@ -19,6 +21,7 @@ requires.
 from __future__ import annotations
 
 from itertools import pairwise
+from typing import Literal
 
 import torch
 from torch import nn
@@ -113,3 +116,22 @@ def in_batch_softmax_loss(
         logits = logits - log_q.unsqueeze(0)
     targets = torch.arange(len(query), device=query.device)
     return functional.cross_entropy(logits, targets)
+
+
+RankingLoss = Literal["bpr", "bce", "softmax"]
+
+
+def ranking_loss(
+    kind: RankingLoss, positive_scores: torch.Tensor, negative_scores: torch.Tensor
+) -> torch.Tensor:
+    """The mean ``kind`` loss of positives ``(B,)`` against their negatives ``(B, n)``: ``"bpr"``,
+    ``"softmax"`` (sampled, no correction: the negatives are uniform) or ``"bce"`` (pointwise log loss)."""
+    if kind == "bpr":
+        return bpr_loss(positive_scores, negative_scores)
+    if kind == "softmax":
+        return sampled_softmax_loss(positive_scores, negative_scores)
+    # He et al.'s pointwise log loss, averaged over every labelled pair (positives and negatives alike).
+    logits = torch.cat([positive_scores.unsqueeze(1), negative_scores], dim=1)
+    labels = torch.zeros_like(logits)
+    labels[:, 0] = 1.0
+    return functional.binary_cross_entropy_with_logits(logits, labels)
