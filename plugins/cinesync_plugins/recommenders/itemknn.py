@@ -10,21 +10,26 @@ to ``i`` where ``i`` is among ``j``'s kept neighbours. Needs user-item pairs onl
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from cinesync.interfaces import ComponentConfig, Recommender
-from cinesync_plugins.recommenders._matrix import sparse_rows, transpose
+from cinesync.interfaces import ComponentConfig
+from cinesync_plugins.recommenders._matrix import (
+    ItemNeighbourhoodRecommender,
+    sparse_rows,
+    top_neighbours,
+    transpose,
+)
 
 if TYPE_CHECKING:
     from cinesync.data.dataset import Dataset
     from cinesync.train.trainer import TrainerConfig
 
 
-class ItemKNN(Recommender):
+class ItemKNN(ItemNeighbourhoodRecommender):
     """Item-item cosine similarity pruned to the top ``neighbours`` per item; score = history x similarity.
 
     The learned state is two (n_items, neighbours) tensors: each item's most similar items and their
@@ -40,52 +45,18 @@ class ItemKNN(Recommender):
 
     config: Config
 
-    def __init__(self, config: ComponentConfig | None = None, **params: Any) -> None:
-        super().__init__(config, **params)
-        self.neighbour_items: torch.Tensor | None = None
-        self.neighbour_weights: torch.Tensor | None = None
-
     def _fit(self, dataset: Dataset, *, validation: Dataset | None, trainer: TrainerConfig | None) -> None:
         assert self._seen_indptr is not None and self._seen_indices is not None
         item_indptr, item_users = transpose(self._seen_indptr, self._seen_indices, self.n_items)
         item_user = sparse_rows(item_indptr, item_users, self.n_users)
         norms = torch.from_numpy(np.sqrt(np.diff(item_indptr))).float()
-        k = max(1, min(self.config.neighbours, self.n_items - 1))
-        weights, neighbours = [], []
-        # Similarities are computed a block of items at a time so memory stays block_size x n_items.
-        for start in range(0, self.n_items, self.config.block_size):
-            stop = min(start + self.config.block_size, self.n_items)
+
+        def similarities(start: int, stop: int) -> torch.Tensor:
             block = sparse_rows(item_indptr, item_users, self.n_users, start=start, stop=stop).to_dense()
             overlap = torch.sparse.mm(item_user, block.t()).t()
             denominator = norms[start:stop, None] * norms[None, :] + self.config.shrinkage
-            similarity = overlap / denominator.clamp_min(1e-12)
-            similarity[torch.arange(stop - start), torch.arange(start, stop)] = 0.0
-            top_weights, top_items = similarity.topk(k, dim=1)
-            weights.append(top_weights)
-            neighbours.append(top_items)
-        self.neighbour_weights = torch.cat(weights)
-        self.neighbour_items = torch.cat(neighbours)
+            return overlap / denominator.clamp_min(1e-12)
 
-    def score(
-        self, users: torch.Tensor, items: torch.Tensor | None = None, context: Any = None
-    ) -> torch.Tensor:
-        self._check_fitted()
-        assert self.neighbour_items is not None and self.neighbour_weights is not None
-        rows, history = self.seen_mask(users).nonzero(as_tuple=True)
-        k = self.neighbour_items.shape[1]
-        scores = torch.zeros(len(users), self.n_items)
-        scores.index_put_(
-            (rows[:, None].expand(-1, k), self.neighbour_items[history]),
-            self.neighbour_weights[history],
-            accumulate=True,
+        self.set_neighbours(
+            *top_neighbours(self.n_items, self.config.neighbours, self.config.block_size, similarities)
         )
-        return scores if items is None else scores[:, items]
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        self._check_fitted()
-        assert self.neighbour_items is not None and self.neighbour_weights is not None
-        return {"neighbour_items": self.neighbour_items, "neighbour_weights": self.neighbour_weights}
-
-    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.neighbour_items = tensors["neighbour_items"].long()
-        self.neighbour_weights = tensors["neighbour_weights"].float()

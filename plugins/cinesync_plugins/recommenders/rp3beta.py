@@ -14,14 +14,20 @@ from the user ends at ``j``. Needs user-item pairs only.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from cinesync.interfaces import ComponentConfig, Recommender
-from cinesync_plugins.recommenders._matrix import sparse_product, sparse_rows, transpose
+from cinesync.interfaces import ComponentConfig
+from cinesync_plugins.recommenders._matrix import (
+    ItemNeighbourhoodRecommender,
+    sparse_product,
+    sparse_rows,
+    top_neighbours,
+    transpose,
+)
 
 if TYPE_CHECKING:
     from cinesync.data.dataset import Dataset
@@ -52,7 +58,7 @@ def walk_matrix(
     )
 
 
-class RP3Beta(Recommender):
+class RP3Beta(ItemNeighbourhoodRecommender):
     """Random walk P³ with exponent α and popularity penalty β, pruned to the top ``neighbours`` per item.
 
     The learned state is the pruned item-item matrix as two (n_items, neighbours) tensors: each item's kept
@@ -69,12 +75,6 @@ class RP3Beta(Recommender):
 
     config: Config
 
-    def __init__(self, config: ComponentConfig | None = None, **params: Any) -> None:
-        super().__init__(config, **params)
-        self.neighbour_items: torch.Tensor | None = None
-        self.neighbour_weights: torch.Tensor | None = None
-        self._matrix: torch.Tensor | None = None
-
     def _fit(self, dataset: Dataset, *, validation: Dataset | None, trainer: TrainerConfig | None) -> None:
         assert self._seen_indptr is not None and self._seen_indices is not None
         config = self.config
@@ -82,53 +82,11 @@ class RP3Beta(Recommender):
         item_indptr, item_users = transpose(user_indptr, user_items, self.n_items)
         user_to_item = walk_matrix(user_indptr, user_items, self.n_items, power=config.alpha)
         penalty = torch.from_numpy(np.diff(item_indptr)).float().clamp_min(1.0).pow(-config.beta)
-        k = max(1, min(config.neighbours, self.n_items - 1))
-        weights, neighbours = [], []
-        # A block of items at a time, so memory stays block_size x n_items.
-        for start in range(0, self.n_items, config.block_size):
-            stop = min(start + config.block_size, self.n_items)
+
+        def walks(start: int, stop: int) -> torch.Tensor:
             item_to_user = walk_matrix(
                 item_indptr, item_users, self.n_users, power=config.alpha, start=start, stop=stop
             )
-            block = sparse_product(item_to_user, user_to_item) * penalty
-            block[torch.arange(stop - start), torch.arange(start, stop)] = 0.0
-            top_weights, top_items = block.topk(k, dim=1)
-            weights.append(top_weights)
-            neighbours.append(top_items)
-        self.neighbour_weights = torch.cat(weights)
-        self.neighbour_items = torch.cat(neighbours)
-        self._matrix = None
+            return sparse_product(item_to_user, user_to_item) * penalty
 
-    @property
-    def item_matrix(self) -> torch.Tensor:
-        """The pruned item-item matrix as a sparse (n_items, n_items) tensor, built once from the state."""
-        self._check_fitted()
-        assert self.neighbour_items is not None and self.neighbour_weights is not None
-        if self._matrix is None:
-            n_items, k = self.neighbour_items.shape
-            rows = torch.arange(n_items).repeat_interleave(k)
-            self._matrix = torch.sparse_coo_tensor(
-                torch.stack([rows, self.neighbour_items.reshape(-1)]),
-                self.neighbour_weights.reshape(-1),
-                (n_items, n_items),
-                check_invariants=False,
-            ).coalesce()
-        return self._matrix
-
-    def score(
-        self, users: torch.Tensor, items: torch.Tensor | None = None, context: Any = None
-    ) -> torch.Tensor:
-        history = self.seen_mask(users).float()
-        # (history @ W) computed as (Wᵀ @ historyᵀ)ᵀ: torch multiplies sparse on the left.
-        scores = torch.sparse.mm(self.item_matrix.t(), history.t()).t()
-        return scores if items is None else scores[:, items]
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        self._check_fitted()
-        assert self.neighbour_items is not None and self.neighbour_weights is not None
-        return {"neighbour_items": self.neighbour_items, "neighbour_weights": self.neighbour_weights}
-
-    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.neighbour_items = tensors["neighbour_items"].long()
-        self.neighbour_weights = tensors["neighbour_weights"].float()
-        self._matrix = None
+        self.set_neighbours(*top_neighbours(self.n_items, config.neighbours, config.block_size, walks))
