@@ -21,11 +21,14 @@ requires.
 from __future__ import annotations
 
 from itertools import pairwise
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
 from torch.nn import functional
+
+if TYPE_CHECKING:
+    from cinesync.data.dataset import Dataset
 
 
 def mlp(
@@ -61,6 +64,25 @@ def init_embedding(embedding: nn.Embedding, std: float) -> nn.Embedding:
     """
     nn.init.normal_(embedding.weight, std=std)
     return embedding
+
+
+def interaction_pairs(dataset: Dataset) -> dict[str, torch.Tensor]:
+    """Every distinct (user, item) pair of ``dataset`` once, user-major: ``{"users": (P,), "items": (P,)}``.
+
+    The training examples of the pairwise models (``training_examples`` of the trainer's example protocol).
+    """
+    indptr, indices, _ = dataset.csr()
+    users = torch.repeat_interleave(torch.arange(dataset.n_users), torch.from_numpy(indptr).diff())
+    return {"users": users, "items": torch.from_numpy(indices)}
+
+
+def with_uniform_negatives(
+    pairs: dict[str, torch.Tensor], n_items: int, count: int, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """A training batch of ``pairs``: ``{"users", "positives", "negatives"}`` with ``count`` uniform negatives
+    per pair (see :func:`uniform_negatives`)."""
+    negatives = uniform_negatives(len(pairs["users"]), n_items, count, generator)
+    return {"users": pairs["users"], "positives": pairs["items"], "negatives": negatives}
 
 
 def uniform_negatives(n: int, n_items: int, count: int, generator: torch.Generator) -> torch.Tensor:

@@ -25,7 +25,7 @@ from torch import nn
 
 from cinesync.interfaces import ComponentConfig
 from cinesync.train.torch_model import TorchRecommender
-from cinesync_plugins.layers import RankingLoss, mlp, ranking_loss, uniform_negatives
+from cinesync_plugins.layers import RankingLoss, interaction_pairs, mlp, ranking_loss, with_uniform_negatives
 
 if TYPE_CHECKING:
     from cinesync.data.dataset import Dataset
@@ -64,20 +64,15 @@ class PairScoringRecommender(TorchRecommender):
 
     def training_examples(self, dataset: Dataset) -> dict[str, torch.Tensor]:
         """Every distinct (user, item) pair of ``dataset`` once."""
-        indptr, indices, _ = dataset.csr()
-        users = torch.repeat_interleave(torch.arange(dataset.n_users), torch.from_numpy(indptr).diff())
         # Negatives are drawn from this catalogue (set here so collate works without fit).
         self.catalogue_size = dataset.n_items
-        return {"users": users, "items": torch.from_numpy(indices)}
+        return interaction_pairs(dataset)
 
     def collate(
         self, examples: dict[str, torch.Tensor], generator: torch.Generator
     ) -> dict[str, torch.Tensor]:
         """The pairs with ``negatives`` uniform random items each."""
-        negatives = uniform_negatives(
-            len(examples["users"]), self.catalogue_size, self.config.negatives, generator
-        )
-        return {"users": examples["users"], "positives": examples["items"], "negatives": negatives}
+        return with_uniform_negatives(examples, self.catalogue_size, self.config.negatives, generator)
 
     def batch_scores(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores of the batch's positives ``(B,)`` and negatives ``(B, n)``, from one network pass."""

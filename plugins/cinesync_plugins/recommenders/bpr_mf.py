@@ -27,7 +27,7 @@ from cinesync.errors import DataError
 from cinesync.interfaces import ComponentConfig
 from cinesync.train.torch_model import TorchRecommender
 from cinesync.train.trainer import TrainerConfig
-from cinesync_plugins.layers import bpr_loss
+from cinesync_plugins.layers import bpr_loss, interaction_pairs, with_uniform_negatives
 
 if TYPE_CHECKING:
     from cinesync.data.dataset import Dataset
@@ -129,13 +129,13 @@ class BPRMF(TorchRecommender):
 
     def training_examples(self, dataset: Dataset) -> dict[str, torch.Tensor]:
         """Every distinct (user, item) pair once; with the rating head also its mean rating (NaN if unrated)."""
-        indptr, indices, _ = dataset.csr()
-        users = torch.repeat_interleave(torch.arange(dataset.n_users), torch.from_numpy(indptr).diff())
-        examples = {"users": users, "items": torch.from_numpy(indices)}
+        examples = interaction_pairs(dataset)
         # Negatives are drawn from this catalogue (set here too so collate works before and without fit).
         self.catalogue_size = dataset.n_items
         if self.config.rating_head:
-            examples["ratings"] = torch.tensor(pair_ratings(dataset, users.numpy(), indices))
+            examples["ratings"] = torch.tensor(
+                pair_ratings(dataset, examples["users"].numpy(), examples["items"].numpy())
+            )
         return examples
 
     def collate(
@@ -146,9 +146,7 @@ class BPRMF(TorchRecommender):
         A sampled negative is occasionally one of the user's own items; at the densities of recommendation
         data that is rare enough that rejecting it is not worth a per-batch lookup.
         """
-        size = len(examples["users"])
-        negatives = torch.randint(0, self.catalogue_size, (size, self.config.negatives), generator=generator)
-        batch = {"users": examples["users"], "positives": examples["items"], "negatives": negatives}
+        batch = with_uniform_negatives(examples, self.catalogue_size, self.config.negatives, generator)
         if "ratings" in examples:
             batch["ratings"] = examples["ratings"]
         return batch

@@ -22,7 +22,7 @@ from torch import nn
 from cinesync.interfaces import ComponentConfig
 from cinesync.train.torch_model import TorchRecommender
 from cinesync.train.trainer import TrainerConfig
-from cinesync_plugins.layers import bpr_loss, init_embedding, uniform_negatives
+from cinesync_plugins.layers import bpr_loss, init_embedding, interaction_pairs, with_uniform_negatives
 
 if TYPE_CHECKING:
     from cinesync.data.dataset import Dataset
@@ -156,18 +156,14 @@ class LightGCN(TorchRecommender):
 
     def training_examples(self, dataset: Dataset) -> dict[str, torch.Tensor]:
         """Every distinct (user, item) pair of ``dataset`` once."""
-        indptr, indices, _ = dataset.csr()
-        users = torch.repeat_interleave(torch.arange(dataset.n_users), torch.from_numpy(indptr).diff())
         self.catalogue_size = dataset.n_items
-        return {"users": users, "items": torch.from_numpy(indices)}
+        return interaction_pairs(dataset)
 
     def collate(
         self, examples: dict[str, torch.Tensor], generator: torch.Generator
     ) -> dict[str, torch.Tensor]:
         """The pairs with ``negatives`` uniform random items each."""
-        size = len(examples["users"])
-        negatives = uniform_negatives(size, self.catalogue_size, self.config.negatives, generator)
-        return {"users": examples["users"], "positives": examples["items"], "negatives": negatives}
+        return with_uniform_negatives(examples, self.catalogue_size, self.config.negatives, generator)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """BPR on the propagated embeddings plus ``l2 / 2`` times the batch's squared ego norms per example."""
