@@ -52,6 +52,26 @@ def toy_dataset(n_users: int = 24, n_items: int = 30, *, seed: int = 0) -> Datas
     return build_dataset("toy", frame, catalog)
 
 
+def random_dataset(n_users: int = 30, n_items: int = 20, density: float = 0.25, seed: int = 0) -> Dataset:
+    """Users x items with each pair present with probability ``density``; every user and item appears."""
+    generator = np.random.default_rng(seed)
+    present = generator.random((n_users, n_items)) < density
+    present[np.arange(n_users), np.arange(n_users) % n_items] = True
+    present[np.arange(n_items) % n_users, np.arange(n_items)] = True
+    users, items = np.nonzero(present)
+    return build_dataset(
+        "random", pd.DataFrame({"user": users, "item": items, "timestamp": np.arange(len(users))})
+    )
+
+
+def training_matrix(dataset: Dataset) -> np.ndarray:
+    """The dataset's binary users x items matrix, dense: a reference to check models' arithmetic against."""
+    matrix = np.zeros((dataset.n_users, dataset.n_items))
+    users, items = dataset.user_item_pairs()
+    matrix[users, items] = 1.0
+    return matrix
+
+
 @contextlib.contextmanager
 def _registered(component: str | type) -> Iterator[tuple[str, type]]:
     """The (id, class) of ``component``, registering an unregistered class for the duration."""

@@ -21,7 +21,7 @@ requires.
 from __future__ import annotations
 
 from itertools import pairwise
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
@@ -157,3 +157,23 @@ def ranking_loss(
     labels = torch.zeros_like(logits)
     labels[:, 0] = 1.0
     return functional.binary_cross_entropy_with_logits(logits, labels)
+
+
+class UniformNegativeSampling:
+    """Mixin for a :class:`~cinesync.train.torch_model.TorchRecommender` trained on (user, item) pairs with
+    ``config.negatives`` uniform random negatives each: supplies ``training_examples`` and ``collate``."""
+
+    #: The number of items negatives are drawn from, set by ``training_examples`` (so collate works before fit).
+    catalogue_size: int = 0
+    config: Any
+
+    def training_examples(self, dataset: Dataset) -> dict[str, torch.Tensor]:
+        """Every distinct (user, item) pair of ``dataset`` once."""
+        self.catalogue_size = dataset.n_items
+        return interaction_pairs(dataset)
+
+    def collate(
+        self, examples: dict[str, torch.Tensor], generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        """The pairs with ``config.negatives`` uniform random items each."""
+        return with_uniform_negatives(examples, self.catalogue_size, self.config.negatives, generator)

@@ -3,34 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import torch
 
-from cinesync.data.dataset import Dataset, build_dataset
+from cinesync.testing import random_dataset, training_matrix
 from cinesync.train.trainer import TrainerConfig
 from cinesync_plugins.recommenders.ials import IALS
 from cinesync_plugins.recommenders.lightgcn import LightGCN, normalized_adjacency
 from cinesync_plugins.recommenders.multvae import MultVAE
 from cinesync_plugins.recommenders.rp3beta import RP3Beta
-
-
-def random_dataset(n_users: int = 30, n_items: int = 20, density: float = 0.25, seed: int = 0) -> Dataset:
-    """Users x items with each pair present with probability ``density``; every user and item appears."""
-    rng = np.random.default_rng(seed)
-    present = rng.random((n_users, n_items)) < density
-    present[np.arange(n_users), np.arange(n_users) % n_items] = True
-    present[np.arange(n_items) % n_users, np.arange(n_items)] = True
-    users, items = np.nonzero(present)
-    return build_dataset(
-        "random", pd.DataFrame({"user": users, "item": items, "timestamp": np.arange(len(users))})
-    )
-
-
-def training_matrix(dataset: Dataset) -> np.ndarray:
-    matrix = np.zeros((dataset.n_users, dataset.n_items))
-    users, items = dataset.user_item_pairs()
-    matrix[users, items] = 1.0
-    return matrix
 
 
 def test_ials_item_factors_solve_the_weighted_normal_equations() -> None:

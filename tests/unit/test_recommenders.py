@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from cinesync.data.dataset import Dataset, build_dataset
 from cinesync.interfaces import Recommender
+from cinesync.testing import random_dataset, training_matrix
 from cinesync.train.trainer import TrainerConfig
 from cinesync_plugins.recommenders.bpr_mf import BPRMF
 from cinesync_plugins.recommenders.ease import EASE
@@ -17,18 +18,6 @@ from cinesync_plugins.recommenders.itemknn import ItemKNN
 from cinesync_plugins.recommenders.popularity import Popularity
 
 FAST_TRAINING = TrainerConfig(epochs=3, progress=False, device="cpu")
-
-
-def random_dataset(n_users: int, n_items: int, density: float = 0.3, seed: int = 0) -> Dataset:
-    """Users x items with each pair present with probability ``density``; every user and item appears."""
-    rng = np.random.default_rng(seed)
-    present = rng.random((n_users, n_items)) < density
-    present[np.arange(n_users), np.arange(n_users) % n_items] = True
-    present[np.arange(n_items) % n_users, np.arange(n_items)] = True
-    users, items = np.nonzero(present)
-    return build_dataset(
-        "random", pd.DataFrame({"user": users, "item": items, "timestamp": np.arange(len(users))})
-    )
 
 
 def planted_dataset(n_users: int = 60, n_items: int = 40, per_user: int = 10, seed: int = 0) -> Dataset:
@@ -41,13 +30,6 @@ def planted_dataset(n_users: int = 60, n_items: int = 40, per_user: int = 10, se
         for order, item in enumerate(rng.choice(half, size=per_user, replace=False) + offset):
             rows.append((user, int(item), order))
     return build_dataset("planted", pd.DataFrame(rows, columns=["user", "item", "timestamp"]))
-
-
-def training_matrix(dataset: Dataset) -> np.ndarray:
-    matrix = np.zeros((dataset.n_users, dataset.n_items))
-    users, items = dataset.user_item_pairs()
-    matrix[users, items] = 1.0
-    return matrix
 
 
 def all_users(model: Recommender) -> torch.Tensor:
@@ -66,7 +48,7 @@ def test_popularity_ranks_items_by_training_count() -> None:
 
 @pytest.mark.parametrize(("n_users", "n_items"), [(30, 12), (12, 30)], ids=["more-users", "more-items"])
 def test_ease_weights_equal_the_closed_form(n_users: int, n_items: int) -> None:
-    dataset = random_dataset(n_users, n_items)
+    dataset = random_dataset(n_users, n_items, density=0.3)
     l2 = 5.0
     model = EASE(l2=l2).fit(dataset)
 
@@ -79,7 +61,7 @@ def test_ease_weights_equal_the_closed_form(n_users: int, n_items: int) -> None:
 
 
 def test_ease_scores_are_the_training_rows_times_the_weights() -> None:
-    dataset = random_dataset(15, 10)
+    dataset = random_dataset(15, 10, density=0.3)
     model = EASE(l2=1.0).fit(dataset)
     assert model.weights is not None
 
@@ -104,7 +86,7 @@ def neighbour_matrix(model: ItemKNN) -> np.ndarray:
 
 
 def test_itemknn_without_pruning_keeps_the_symmetric_cosine_similarity() -> None:
-    dataset = random_dataset(25, 12)
+    dataset = random_dataset(25, 12, density=0.3)
     model = ItemKNN(neighbours=11, shrinkage=2.0, block_size=5).fit(dataset)
 
     kept = neighbour_matrix(model)
@@ -114,7 +96,7 @@ def test_itemknn_without_pruning_keeps_the_symmetric_cosine_similarity() -> None
 
 
 def test_itemknn_keeps_each_items_most_similar_neighbours_only() -> None:
-    dataset = random_dataset(25, 12)
+    dataset = random_dataset(25, 12, density=0.3)
     model = ItemKNN(neighbours=3, shrinkage=0.0, block_size=5).fit(dataset)
 
     kept = neighbour_matrix(model)
@@ -125,7 +107,7 @@ def test_itemknn_keeps_each_items_most_similar_neighbours_only() -> None:
 
 
 def test_itemknn_scores_sum_the_kept_similarities_of_the_history() -> None:
-    dataset = random_dataset(20, 10)
+    dataset = random_dataset(20, 10, density=0.3)
     model = ItemKNN(neighbours=4).fit(dataset)
 
     expected = training_matrix(dataset) @ neighbour_matrix(model)
@@ -166,7 +148,7 @@ def test_bpr_l2_penalises_only_the_embeddings_a_batch_uses() -> None:
 
 
 def fitted(component: type[Recommender]) -> Recommender:
-    dataset = random_dataset(20, 15)
+    dataset = random_dataset(20, 15, density=0.3)
     if component is BPRMF:
         return BPRMF(dim=4).fit(dataset, trainer=FAST_TRAINING)
     return component().fit(dataset)

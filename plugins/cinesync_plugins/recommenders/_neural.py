@@ -25,7 +25,7 @@ from torch import nn
 
 from cinesync.interfaces import ComponentConfig
 from cinesync.train.torch_model import TorchRecommender
-from cinesync_plugins.layers import RankingLoss, interaction_pairs, mlp, ranking_loss, with_uniform_negatives
+from cinesync_plugins.layers import RankingLoss, UniformNegativeSampling, mlp, ranking_loss
 
 if TYPE_CHECKING:
     from cinesync.data.dataset import Dataset
@@ -48,31 +48,17 @@ class PairScoringConfig(ComponentConfig):
     negatives: int = Field(4, ge=1, description="Uniform random negative items per observed pair.")
 
 
-class PairScoringRecommender(TorchRecommender):
+class PairScoringRecommender(UniformNegativeSampling, TorchRecommender):
     """A recommender whose network scores (user, item) pairs, trained on uniform negatives with a ranking loss."""
 
     config: PairScoringConfig
     #: The most (user, item) pairs one scoring chunk evaluates: bounds the activations to about
     #: ``max_pairs x widest layer`` floats.
     max_pairs: ClassVar[int] = 1 << 18
-    #: The number of items negatives are drawn from, set by training_examples.
-    catalogue_size: int = 0
 
     @abstractmethod
     def pair_scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Scores of users ``(B,)`` for items ``(B, M)`` or ``(1, M)``: shape ``(B, M)``."""
-
-    def training_examples(self, dataset: Dataset) -> dict[str, torch.Tensor]:
-        """Every distinct (user, item) pair of ``dataset`` once."""
-        # Negatives are drawn from this catalogue (set here so collate works without fit).
-        self.catalogue_size = dataset.n_items
-        return interaction_pairs(dataset)
-
-    def collate(
-        self, examples: dict[str, torch.Tensor], generator: torch.Generator
-    ) -> dict[str, torch.Tensor]:
-        """The pairs with ``negatives`` uniform random items each."""
-        return with_uniform_negatives(examples, self.catalogue_size, self.config.negatives, generator)
 
     def batch_scores(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores of the batch's positives ``(B,)`` and negatives ``(B, n)``, from one network pass."""

@@ -27,7 +27,7 @@ from cinesync.errors import DataError
 from cinesync.interfaces import ComponentConfig
 from cinesync.train.torch_model import TorchRecommender
 from cinesync.train.trainer import TrainerConfig
-from cinesync_plugins.layers import bpr_loss, interaction_pairs, with_uniform_negatives
+from cinesync_plugins.layers import UniformNegativeSampling, bpr_loss
 
 if TYPE_CHECKING:
     from cinesync.data.dataset import Dataset
@@ -86,7 +86,7 @@ class MatrixFactorization(nn.Module):
         return scores
 
 
-class BPRMF(TorchRecommender):
+class BPRMF(UniformNegativeSampling, TorchRecommender):
     """Matrix factorisation with the BPR pairwise loss and uniform negative sampling (Rendle et al., 2009)."""
 
     class Config(ComponentConfig):
@@ -103,8 +103,6 @@ class BPRMF(TorchRecommender):
         )
 
     config: Config
-    #: The number of items negatives are drawn from, set by training_examples.
-    catalogue_size: int = 0
     #: Metrics of the rating task that task_metric computes.
     rating_metrics: ClassVar[frozenset[str]] = frozenset({"rmse", "mae"})
 
@@ -129,9 +127,7 @@ class BPRMF(TorchRecommender):
 
     def training_examples(self, dataset: Dataset) -> dict[str, torch.Tensor]:
         """Every distinct (user, item) pair once; with the rating head also its mean rating (NaN if unrated)."""
-        examples = interaction_pairs(dataset)
-        # Negatives are drawn from this catalogue (set here too so collate works before and without fit).
-        self.catalogue_size = dataset.n_items
+        examples = super().training_examples(dataset)
         if self.config.rating_head:
             examples["ratings"] = torch.tensor(
                 pair_ratings(dataset, examples["users"].numpy(), examples["items"].numpy())
@@ -141,12 +137,8 @@ class BPRMF(TorchRecommender):
     def collate(
         self, examples: dict[str, torch.Tensor], generator: torch.Generator
     ) -> dict[str, torch.Tensor]:
-        """The pairs with ``negatives`` uniform random items each.
-
-        A sampled negative is occasionally one of the user's own items; at the densities of recommendation
-        data that is rare enough that rejecting it is not worth a per-batch lookup.
-        """
-        batch = with_uniform_negatives(examples, self.catalogue_size, self.config.negatives, generator)
+        """The pairs with ``negatives`` uniform random items each, and their ratings for the rating head."""
+        batch = super().collate(examples, generator)
         if "ratings" in examples:
             batch["ratings"] = examples["ratings"]
         return batch

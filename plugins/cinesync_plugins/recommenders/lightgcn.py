@@ -22,7 +22,7 @@ from torch import nn
 from cinesync.interfaces import ComponentConfig
 from cinesync.train.torch_model import TorchRecommender
 from cinesync.train.trainer import TrainerConfig
-from cinesync_plugins.layers import bpr_loss, init_embedding, interaction_pairs, with_uniform_negatives
+from cinesync_plugins.layers import UniformNegativeSampling, bpr_loss, init_embedding
 
 if TYPE_CHECKING:
     from cinesync.data.dataset import Dataset
@@ -93,7 +93,7 @@ class LightGCNModule(nn.Module):
         return final[: self.users.num_embeddings], final[self.users.num_embeddings :]
 
 
-class LightGCN(TorchRecommender):
+class LightGCN(UniformNegativeSampling, TorchRecommender):
     """LightGCN (He et al., 2020): BPR-trained embeddings averaged over K graph propagation layers.
 
     The saved state is the ego embeddings; the adjacency is rebuilt from the training interactions saved with
@@ -110,8 +110,6 @@ class LightGCN(TorchRecommender):
         init_std: float = Field(0.1, gt=0, description="Standard deviation of the initial ego embeddings.")
 
     config: Config
-    #: The number of items negatives are drawn from, set by training_examples.
-    catalogue_size: int = 0
 
     def __init__(self, config: ComponentConfig | None = None, **params: Any) -> None:
         super().__init__(config, **params)
@@ -153,17 +151,6 @@ class LightGCN(TorchRecommender):
         super()._fit(dataset, validation=validation, trainer=trainer)
         # The trainer may have restored the best epoch's weights after the last scoring.
         self._propagated = None
-
-    def training_examples(self, dataset: Dataset) -> dict[str, torch.Tensor]:
-        """Every distinct (user, item) pair of ``dataset`` once."""
-        self.catalogue_size = dataset.n_items
-        return interaction_pairs(dataset)
-
-    def collate(
-        self, examples: dict[str, torch.Tensor], generator: torch.Generator
-    ) -> dict[str, torch.Tensor]:
-        """The pairs with ``negatives`` uniform random items each."""
-        return with_uniform_negatives(examples, self.catalogue_size, self.config.negatives, generator)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """BPR on the propagated embeddings plus ``l2 / 2`` times the batch's squared ego norms per example."""
