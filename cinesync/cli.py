@@ -372,18 +372,38 @@ def evaluate(artifact: Path, data_dir: Path | None, metrics: tuple[str, ...], as
 
 @cli.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--user", "users", multiple=True, help="User id as in the source data (repeatable).")
 @click.option(
-    "--user", "users", multiple=True, required=True, help="User id as in the source data (repeatable)."
+    "--session",
+    "sessions",
+    multiple=True,
+    help="An anonymous session: comma-separated item ids in the order watched (repeatable; sequential "
+    "models only).",
 )
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--include-seen", is_flag=True, help="Do not exclude items the user already interacted with.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON records instead of a table.")
-def recommend(artifact: Path, users: tuple[str, ...], k: int, include_seen: bool, as_json: bool) -> None:
-    """Print the top-k items (with titles) a saved ARTIFACT recommends for each --user."""
+def recommend(
+    artifact: Path,
+    users: tuple[str, ...],
+    sessions: tuple[str, ...],
+    k: int,
+    include_seen: bool,
+    as_json: bool,
+) -> None:
+    """Print the top-k items (with titles) a saved ARTIFACT recommends for each --user or --session."""
     from cinesync.serve.artifacts import load_artifact
 
+    if bool(users) == bool(sessions):
+        raise click.UsageError("give --user or --session (one or more of either), not both")
     model = load_artifact(artifact)
-    result = model.recommend(list(users), k=k, exclude_seen=not include_seen)
+    if sessions:
+        session_items = [
+            [item.strip() for item in session.split(",") if item.strip()] for session in sessions
+        ]
+        result = model.recommend(sessions=session_items, k=k, exclude_seen=not include_seen)
+    else:
+        result = model.recommend(list(users), k=k, exclude_seen=not include_seen)
     assert model.items is not None
     titles = model.item_titles or [str(i) for i in model.items.ids]
     if as_json:
@@ -395,14 +415,16 @@ def recommend(artifact: Path, users: tuple[str, ...], k: int, include_seen: bool
     from rich.table import Table
 
     console = _console()
-    for user, items, scores in zip(result.users, result.items, result.scores, strict=True):
-        table = Table(title=f"top {len(items)} for user {user}")
+    for user, top_items, scores in zip(result.users, result.items, result.scores, strict=True):
+        table = Table(title=f"top {len(top_items)} for {'' if sessions else 'user '}{user}")
         table.add_column("#", justify="right")
         table.add_column("item")
         table.add_column("title")
         table.add_column("score", justify="right")
-        positions = model.items.index(items)
-        for rank, (item, position, score) in enumerate(zip(items, positions, scores, strict=True), start=1):
+        positions = model.items.index(top_items)
+        for rank, (item, position, score) in enumerate(
+            zip(top_items, positions, scores, strict=True), start=1
+        ):
             table.add_row(str(rank), str(item), titles[int(position)], f"{score:.4f}")
         console.print(table)
 

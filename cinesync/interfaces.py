@@ -212,19 +212,41 @@ class Recommender(Component, ABC):
         return mask
 
     # -- serving -------------------------------------------------------------------------------------------
+    #: True for models that can score an anonymous session (a list of item ids) as well as a known user:
+    #: they implement :meth:`score_sessions`, and ``recommend(sessions=...)`` works.
+    supports_sessions: ClassVar[bool] = False
+
+    def score_sessions(self, sessions: Sequence[np.ndarray]) -> torch.Tensor:
+        """Scores of every item after each session (item *indices* in time order): shape (len(sessions), n_items).
+
+        Only models with ``supports_sessions`` implement it; every session has at least one item.
+        """
+        raise self._sessions_unsupported()
+
+    def _sessions_unsupported(self) -> CineSyncError:
+        return CineSyncError(
+            f"{type(self).__name__} scores the users it was trained on, not anonymous sessions; "
+            "a sequential model (supports_sessions = True, e.g. sasrec or gru4rec) scores sessions"
+        )
+
     def recommend(
         self,
-        users: Sequence[Hashable],
+        users: Sequence[Hashable] | None = None,
         k: int = 10,
         *,
+        sessions: Sequence[Sequence[Hashable]] | None = None,
         exclude_seen: bool = True,
         candidates: Sequence[Hashable] | None = None,
         context: Any = None,
         batch_size: int = 1024,
     ) -> Recommendations:
-        """Top-``k`` items for each of ``users`` (their own ids); see :class:`Recommendations`.
+        """Top-``k`` items for each of ``users`` (their own ids) or each of ``sessions``; see :class:`Recommendations`.
 
-        Unknown user or candidate ids raise :class:`~cinesync.errors.UnknownIdError` naming them.
+        Pass exactly one of ``users`` and ``sessions``. A session is a list of item ids in the order they were
+        watched, for someone the model need not know (models with ``supports_sessions``); its results are
+        labelled ``"session-0"``, ``"session-1"``, ... and ``exclude_seen`` excludes the session's own items.
+        Unknown user, item or candidate ids raise :class:`~cinesync.errors.UnknownIdError` naming them; an
+        empty session raises :class:`~cinesync.errors.CineSyncError`.
         """
         import torch
 
@@ -232,35 +254,57 @@ class Recommender(Component, ABC):
         assert self.users is not None and self.items is not None
         if k < 1:
             raise CineSyncError(f"k must be at least 1, got {k}")
-        user_index = torch.from_numpy(self.users.index(users))
+        if (users is None) == (sessions is None):
+            raise CineSyncError("recommend() takes either users or sessions (exactly one of them)")
         candidate_index = None if candidates is None else torch.from_numpy(self.items.index(candidates))
+        if sessions is not None:
+            if not self.supports_sessions:
+                raise self._sessions_unsupported()
+            session_items = [self.items.index(session) for session in sessions]
+            empty = [position for position, items in enumerate(session_items) if len(items) == 0]
+            if empty:
+                raise CineSyncError(
+                    f"session(s) {empty[:10]} are empty: a session needs at least one item id"
+                )
+            labels: list[Hashable] = [f"session-{position}" for position in range(len(session_items))]
+        else:
+            assert users is not None
+            user_index = torch.from_numpy(self.users.index(users))
+            labels = list(users)
         out_items: list[list[Hashable]] = []
         out_scores: list[list[float]] = []
-        for start in range(0, len(user_index), batch_size):
-            batch = user_index[start : start + batch_size]
+        for start in range(0, len(labels), batch_size):
+            seen: torch.Tensor | None
             with torch.no_grad():
-                scores = self.score(batch, None, context).float()
-            if scores.shape != (len(batch), self.n_items):
+                if sessions is not None:
+                    batch_sessions = session_items[start : start + batch_size]
+                    scores = self.score_sessions(batch_sessions).float()
+                    seen = _session_mask(batch_sessions, self.n_items)
+                else:
+                    batch = user_index[start : start + batch_size]
+                    scores = self.score(batch, None, context).float()
+                    seen = self.seen_mask(batch) if exclude_seen else None
+            expected = (min(batch_size, len(labels) - start), self.n_items)
+            if scores.shape != expected:
                 raise CineSyncError(
-                    f"{type(self).__name__}.score returned shape {tuple(scores.shape)}, "
-                    f"expected {(len(batch), self.n_items)}"
+                    f"{type(self).__name__} returned scores of shape {tuple(scores.shape)}, expected {expected}"
                 )
             if torch.isnan(scores).any():
-                raise CineSyncError(f"{type(self).__name__}.score returned NaN scores")
+                raise CineSyncError(f"{type(self).__name__} returned NaN scores")
             allowed = torch.ones_like(scores, dtype=torch.bool)
             if candidate_index is not None:
                 allowed = torch.zeros_like(allowed)
                 allowed[:, candidate_index] = True
-            if exclude_seen:
-                allowed &= ~self.seen_mask(batch)
+            if exclude_seen and seen is not None:
+                allowed &= ~seen
             scores = scores.masked_fill(~allowed, float("-inf"))
             top_scores, top_items = torch.topk(scores, min(k, self.n_items), dim=1)
             n_allowed = allowed.sum(1).tolist()
-            for row in range(len(batch)):
+            for row in range(len(scores)):
                 keep = min(k, int(n_allowed[row]))
                 out_items.append(self.items.lookup(top_items[row, :keep].tolist()))
                 out_scores.append(top_scores[row, :keep].tolist())
-        return Recommendations(users=list(users), items=out_items, scores=out_scores)
+        return Recommendations(users=labels, items=out_items, scores=out_scores)
 
     # -- persistence ---------------------------------------------------------------------------------------
     @abstractmethod
@@ -309,6 +353,16 @@ class Recommender(Component, ABC):
 
     def n_parameters(self) -> int:
         return int(sum(t.numel() for t in self.state_tensors().values()))
+
+
+def _session_mask(sessions: Sequence[np.ndarray], n_items: int) -> torch.Tensor:
+    """Boolean (len(sessions), n_items) mask of the items in each session."""
+    import torch
+
+    mask = torch.zeros(len(sessions), n_items, dtype=torch.bool)
+    for row, items in enumerate(sessions):
+        mask[row, torch.from_numpy(items)] = True
+    return mask
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -107,6 +107,7 @@ class ModelResult:
         return {
             **self.metrics,
             "train_seconds": round(self.train_seconds, 3),
+            "seconds_per_epoch": self.fit_info.get("seconds_per_epoch"),
             "eval_seconds": round(self.eval_seconds, 3),
             "n_parameters": self.n_parameters,
             "component": self.component,

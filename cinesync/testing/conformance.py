@@ -191,6 +191,18 @@ def check_recommender(component: str | type, **params: Any) -> None:
         restricted = model.recommend(["u0"], k=3, candidates=["m1", "m2", "m3", "m4"], exclude_seen=False)
         expect(set(restricted.items[0]) <= {"m1", "m2", "m3", "m4"}, "candidates were not respected")
 
+        # Sessions: a model that scores anonymous sessions scores a user's own history as it scores the user.
+        if model.supports_sessions:
+            user_index = int(data.users.index(["u0"])[0])
+            session = data.items.lookup(data.sequences()[user_index].tolist())
+            by_session = model.recommend(sessions=[session], k=5)
+            by_user = model.recommend(["u0"], k=5)
+            expect(by_session.users == ["session-0"], "session results are not labelled session-0")
+            expect(
+                by_session.items == by_user.items,
+                "recommend(sessions=[u0's history]) differs from recommend(['u0'])",
+            )
+
         # Unknown ids and empty input.
         for bad_call, what in (
             (lambda: model.recommend(["no-such-user"], k=3), "an unknown user"),

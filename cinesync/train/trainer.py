@@ -393,7 +393,7 @@ class Trainer:
     ``resume`` it continues from the latest checkpoint, mid-epoch included, to the same weights an
     uninterrupted run reaches. In a ``torchrun`` process group it trains data-parallel (see
     :mod:`cinesync.train.distributed`). The model's ``fit_info`` records ``epochs_run``, ``best_epoch``,
-    ``best_validation`` and ``training_seconds``, plus ``task_weights`` for multi-task models.
+    ``seconds_per_epoch``, ``best_validation`` and ``training_seconds``, plus ``task_weights`` for multi-task models.
     """
 
     def __init__(
@@ -678,11 +678,18 @@ class Trainer:
             callback.on_train_end(self, model, report)
         module.eval()
         report.seconds = time.perf_counter() - started
+        epoch_seconds = [
+            record["examples"] / record["examples_per_second"]
+            for record in report.history
+            if record.get("examples_per_second")
+        ]
         model.fit_info.update(
             epochs_run=report.epochs_run,
             best_epoch=report.best_epoch,
             best_validation=report.best_score,
             training_seconds=round(report.seconds, 3),
+            # Training only (validation excluded), mean over the epochs of this fit.
+            seconds_per_epoch=round(sum(epoch_seconds) / len(epoch_seconds), 3) if epoch_seconds else None,
         )
         if self.task_weighting is not None:
             model.fit_info["task_weights"] = self.task_weighting.weights()

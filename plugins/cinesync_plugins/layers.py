@@ -12,6 +12,9 @@ ranking rather than rating error:
 * :func:`in_batch_softmax_loss`: the same with the other positives of the batch as negatives (Yi et al. 2019),
   where ``log_q`` is each candidate's in-batch frequency.
 
+* :func:`gbce_loss`: generalised binary cross-entropy over sampled negatives, which counters the
+  overconfidence that negative sampling gives BCE (Petrov & Macdonald, "gSASRec: Reducing Overconfidence in
+  Sequential Recommendation Trained with Negative Sampling", RecSys 2023);
 * :func:`ranking_loss`: one of these, or He et al.'s pointwise log loss (NCF, WWW 2017), chosen by name.
 
 Every loss returns the mean over the batch, as :class:`~cinesync.train.torch_model.TorchRecommender.loss`
@@ -138,6 +141,23 @@ def in_batch_softmax_loss(
         logits = logits - log_q.unsqueeze(0)
     targets = torch.arange(len(query), device=query.device)
     return functional.cross_entropy(logits, targets)
+
+
+def gbce_loss(
+    positive_logits: torch.Tensor, negative_logits: torch.Tensor, n_items: int, calibration: float
+) -> torch.Tensor:
+    """Mean gBCE (Petrov & Macdonald 2023) of positives ``(B,)`` against uniform negatives ``(B, n)``.
+
+    ``-β log σ(s⁺) - Σ_j log(1 - σ(s⁻_j))`` with ``β = α (t (1 - 1/α) + 1/α)``, where ``α = n / (n_items - 1)``
+    is the negative sampling rate and ``t = calibration`` in [0, 1]: ``t = 0`` is plain BCE (β = 1), ``t = 1``
+    makes the predicted probabilities calibrated to the full-catalogue ones. Averaged over the B positives.
+    """
+    n_negatives = negative_logits.shape[-1]
+    alpha = n_negatives / max(1, n_items - 1)
+    beta = alpha * (calibration * (1.0 - 1.0 / alpha) + 1.0 / alpha)
+    positive_term = -beta * functional.logsigmoid(positive_logits)
+    negative_term = -functional.logsigmoid(-negative_logits).sum(-1)
+    return (positive_term + negative_term).mean()
 
 
 RankingLoss = Literal["bpr", "bce", "softmax"]
