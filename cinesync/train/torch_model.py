@@ -10,7 +10,7 @@ import torch
 
 from cinesync.errors import CineSyncError, NotFittedError
 from cinesync.interfaces import ComponentConfig, Recommender
-from cinesync.train.trainer import Trainer, TrainerConfig, TrainingReport, seed_everything
+from cinesync.train.trainer import Callback, Trainer, TrainerConfig, TrainingReport, seed_everything
 
 if TYPE_CHECKING:
     from cinesync.data.dataset import Dataset
@@ -40,8 +40,8 @@ class TorchRecommender(Recommender):
     * ``score(users, items=None, context=None)`` from :class:`~cinesync.interfaces.Recommender`.
 
     Optional: ``example_losses(batch)`` (unreduced, for the ``loss`` curriculum), ``example_difficulty``,
-    ``task_heads``, ``task_metric``, and on the module ``layer_groups()`` for layer-wise learning rates (see
-    :mod:`cinesync.train.optim`).
+    ``task_heads``, ``task_metric``, ``training_callbacks`` (trainer hooks its training needs), and on the
+    module ``layer_groups()`` for layer-wise learning rates (see :mod:`cinesync.train.optim`).
 
     The model's ``Config`` holds model hyper-parameters; optimisation settings live in
     :class:`~cinesync.train.trainer.TrainerConfig`. ``default_trainer()`` gives the settings that suit the
@@ -143,6 +143,10 @@ class TorchRecommender(Recommender):
         """
         return None
 
+    def training_callbacks(self) -> list[Callback]:
+        """:class:`~cinesync.train.trainer.Callback` objects the trainer calls while fitting this model."""
+        return []
+
     def default_trainer(self) -> TrainerConfig:
         """Training settings that suit this model; override to tune them."""
         return TrainerConfig()
@@ -174,7 +178,9 @@ class TorchRecommender(Recommender):
         config = self.training_config(trainer)
         seed_everything(config.seed)  # the initial weights are part of what the seed fixes
         self.module = self.build_module(self.n_users, self.n_items)
-        self.training_report = Trainer(config).fit(self, dataset, validation)
+        self.training_report = Trainer(config, callbacks=self.training_callbacks()).fit(
+            self, dataset, validation
+        )
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {

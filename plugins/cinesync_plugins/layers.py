@@ -10,7 +10,8 @@ ranking rather than rating error:
   distribution (Bengio & Senécal, IEEE TNN 2008; Yi et al., "Sampling-Bias-Corrected Neural Modeling for
   Large Corpus Item Recommendations", RecSys 2019);
 * :func:`in_batch_softmax_loss`: the same with the other positives of the batch as negatives (Yi et al. 2019),
-  where ``log_q`` is each candidate's in-batch frequency.
+  where ``log_q`` is each candidate's in-batch frequency, optionally with shared uniform negatives appended
+  (mixed negative sampling, Yang et al., WWW 2020);
 
 * :func:`gbce_loss`: generalised binary cross-entropy over sampled negatives, which counters the
   overconfidence that negative sampling gives BCE (Petrov & Macdonald, "gSASRec: Reducing Overconfidence in
@@ -126,20 +127,37 @@ def sampled_softmax_loss(
 
 
 def in_batch_softmax_loss(
-    query: torch.Tensor, candidates: torch.Tensor, temperature: float, log_q: torch.Tensor | None = None
+    query: torch.Tensor,
+    candidates: torch.Tensor,
+    temperature: float | torch.Tensor,
+    log_q: torch.Tensor | None = None,
+    *,
+    extra_negatives: torch.Tensor | None = None,
+    candidate_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean softmax cross-entropy of query ``b`` against candidate ``b``, the batch's other candidates being
     its negatives (Yi et al. 2019).
 
-    ``query`` and ``candidates`` have shape ``(B, d)``; the logits are ``query @ candidates.T / temperature``.
-    ``log_q`` (shape ``(B,)``) is the log-probability of each candidate appearing in a batch, typically its
-    log training frequency: popular items are over-represented as negatives, and subtracting it removes that
-    bias.
+    ``query`` and ``candidates`` have shape ``(B, d)``; the logits are ``query @ candidates.T / temperature``
+    (``temperature`` may be a learned scalar tensor). ``extra_negatives`` ``(M, d)`` are further candidates
+    shared by every query, appended after the batch's: uniformly sampled items make this mixed negative
+    sampling (Yang et al., "Mixed Negative Sampling for Learning Two-tower Neural Networks in
+    Recommendations", WWW 2020). ``log_q`` (shape ``(B,)``, or ``(B + M,)`` with extra negatives) is the
+    log-probability of each candidate appearing in a batch, typically its log training frequency: popular items
+    are over-represented as negatives, and subtracting it removes that bias. ``candidate_ids`` (same length as
+    ``log_q``) names each candidate's item: another column holding query ``b``'s own positive item is an
+    accidental hit, not a negative, and is masked out.
     """
-    logits = query @ candidates.t() / temperature
+    all_candidates = candidates if extra_negatives is None else torch.cat([candidates, extra_negatives])
+    # Dividing the (B, d) queries rather than the (B, B + M) logits: the same numbers, a fraction of the work.
+    logits = (query / temperature) @ all_candidates.t()
     if log_q is not None:
         logits = logits - log_q.unsqueeze(0)
     targets = torch.arange(len(query), device=query.device)
+    if candidate_ids is not None:
+        hits = candidate_ids.unsqueeze(0) == candidate_ids[: len(query)].unsqueeze(1)
+        hits[targets, targets] = False
+        logits = logits.masked_fill(hits, float("-inf"))
     return functional.cross_entropy(logits, targets)
 
 

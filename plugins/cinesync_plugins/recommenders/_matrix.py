@@ -61,6 +61,25 @@ def sparse_product(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
         return torch.sparse.mm(left, right).to_dense()
 
 
+class SparseProduct(torch.autograd.Function):
+    """``matrix @ dense`` for a sparse ``matrix`` whose ``transpose`` is at hand; the gradient is
+    ``transpose @ grad``.
+
+    torch's own backward of a sparse product transposes the sparse matrix at every step, which costs more than
+    the product itself; a graph model that propagates over the same matrix many times builds the transpose once
+    (a symmetric matrix is its own).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, matrix: torch.Tensor, transpose: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        ctx.transpose = transpose
+        return matrix @ dense
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, None, torch.Tensor]:
+        return None, None, ctx.transpose @ grad
+
+
 def top_neighbours(
     n_items: int, neighbours: int, block_size: int, block: Callable[[int, int], torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:

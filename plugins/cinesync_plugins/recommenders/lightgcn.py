@@ -23,6 +23,7 @@ from cinesync.interfaces import ComponentConfig
 from cinesync.train.torch_model import TorchRecommender
 from cinesync.train.trainer import TrainerConfig
 from cinesync_plugins.layers import UniformNegativeSampling, bpr_loss, init_embedding
+from cinesync_plugins.recommenders._matrix import SparseProduct
 
 if TYPE_CHECKING:
     from cinesync.data.dataset import Dataset
@@ -53,23 +54,6 @@ def normalized_adjacency(indptr: np.ndarray, indices: np.ndarray, n_users: int, 
         return coordinates.to_sparse_csr()
 
 
-class SymmetricProduct(torch.autograd.Function):
-    """``adjacency @ embeddings`` for a symmetric sparse ``adjacency``, whose gradient is ``adjacency @ grad``.
-
-    torch's own backward of a sparse product transposes the sparse matrix at every step, which costs more than
-    the product itself; a symmetric matrix is its own transpose, so the backward reuses it.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, adjacency: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
-        ctx.adjacency = adjacency
-        return adjacency @ embeddings
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
-        return None, ctx.adjacency @ grad
-
-
 class LightGCNModule(nn.Module):
     """The ego embeddings of users and items and the layer-mean propagation over a given adjacency."""
 
@@ -87,7 +71,7 @@ class LightGCNModule(nn.Module):
         layer = torch.cat([self.users.weight, self.items.weight])
         total = layer
         for _ in range(self.layers):
-            layer = SymmetricProduct.apply(adjacency, layer)
+            layer = SparseProduct.apply(adjacency, adjacency, layer)  # symmetric: its own transpose
             total = total + layer
         final = total / (self.layers + 1)
         return final[: self.users.num_embeddings], final[self.users.num_embeddings :]

@@ -30,6 +30,51 @@ if TYPE_CHECKING:
     from cinesync.data.dataset import Dataset
 
 
+def encoder_input(rows: torch.Tensor, dropout: nn.Module, *, drop: bool) -> torch.Tensor:
+    """The L2-normalised binary ``rows``, with ``dropout`` on their entries when ``drop`` (the denoising input)."""
+    inputs = functional.normalize(rows, dim=1)
+    return dropout(inputs) if drop else inputs
+
+
+def reparameterise(mean: torch.Tensor, log_variance: torch.Tensor) -> torch.Tensor:
+    """A draw ``z = μ + σ·ε`` of the Gaussian ``N(μ, diag(exp(log_variance)))``, differentiable in μ and σ."""
+    return mean + torch.randn_like(mean) * torch.exp(0.5 * log_variance)
+
+
+def multinomial_log_likelihood(logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``Σ_i x_ui log softmax(logits_u)_i`` for each row ``x_u``: shape ``(B,)``."""
+    return (functional.log_softmax(logits, dim=1) * rows).sum(1)
+
+
+class UserRowRecommender(TorchRecommender):
+    """Base of the autoencoders (Mult-VAE, RecVAE): a training example is a user's binary training row, and a
+    user's scores are their row decoded by the module's ``scores(rows)`` (item logits, deterministic)."""
+
+    def __init__(self, config: ComponentConfig | None = None, **params: Any) -> None:
+        super().__init__(config, **params)
+        self._training_rows: torch.Tensor | None = None
+
+    def training_examples(self, dataset: Dataset) -> dict[str, torch.Tensor]:
+        """Every user once; ``collate`` turns them into their binary training rows."""
+        indptr, indices, _ = dataset.csr()
+        self._training_rows = sparse_rows(indptr, indices, dataset.n_items)
+        return {"users": torch.arange(dataset.n_users)}
+
+    def collate(
+        self, examples: dict[str, torch.Tensor], generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        """The users' dense binary training rows."""
+        assert self._training_rows is not None, "collate needs training_examples(dataset) first"
+        return {"rows": self._training_rows.index_select(0, examples["users"]).to_dense()}
+
+    def score(
+        self, users: torch.Tensor, items: torch.Tensor | None = None, context: Any = None
+    ) -> torch.Tensor:
+        rows = self.seen_mask(users).float().to(self.device)
+        scores = self.trained_module.scores(rows)
+        return (scores if items is None else scores[:, items.to(self.device)]).float().cpu()
+
+
 class VariationalAutoencoder(nn.Module):
     """Encoder ``items -> hidden -> 2·latent`` and decoder ``latent -> hidden -> items``, tanh between layers.
 
@@ -45,10 +90,7 @@ class VariationalAutoencoder(nn.Module):
 
     def encode(self, rows: torch.Tensor, *, drop: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """The mean and log-variance of ``q(z | row)`` for each binary row (``drop``: input dropout on)."""
-        inputs = functional.normalize(rows, dim=1)
-        if drop:
-            inputs = self.input_dropout(inputs)
-        mean, log_variance = self.encoder(inputs).chunk(2, dim=1)
+        mean, log_variance = self.encoder(encoder_input(rows, self.input_dropout, drop=drop)).chunk(2, dim=1)
         return mean, log_variance
 
     def scores(self, rows: torch.Tensor) -> torch.Tensor:
@@ -57,7 +99,7 @@ class VariationalAutoencoder(nn.Module):
         return self.decoder(mean)
 
 
-class MultVAE(TorchRecommender):
+class MultVAE(UserRowRecommender):
     """Mult-VAE^PR (Liang et al., 2018): a multinomial VAE of interaction rows with an annealed KL weight."""
 
     class Config(ComponentConfig):
@@ -72,10 +114,6 @@ class MultVAE(TorchRecommender):
         )
 
     config: Config
-
-    def __init__(self, config: ComponentConfig | None = None, **params: Any) -> None:
-        super().__init__(config, **params)
-        self._training_rows: torch.Tensor | None = None
 
     def default_trainer(self) -> TrainerConfig:
         # Liang et al. use Adam at 1e-3 with batches of 500 users; with the few hundred users of MovieLens
@@ -94,19 +132,6 @@ class MultVAE(TorchRecommender):
         assert isinstance(module, VariationalAutoencoder)
         return module
 
-    def training_examples(self, dataset: Dataset) -> dict[str, torch.Tensor]:
-        """Every user once; ``collate`` turns them into their binary training rows."""
-        indptr, indices, _ = dataset.csr()
-        self._training_rows = sparse_rows(indptr, indices, dataset.n_items)
-        return {"users": torch.arange(dataset.n_users)}
-
-    def collate(
-        self, examples: dict[str, torch.Tensor], generator: torch.Generator
-    ) -> dict[str, torch.Tensor]:
-        """The users' dense binary training rows."""
-        assert self._training_rows is not None, "collate needs training_examples(dataset) first"
-        return {"rows": self._training_rows.index_select(0, examples["users"]).to_dense()}
-
     def kl_weight(self) -> float:
         """The current β: ``min(anneal_cap, steps taken / total_anneal_steps)``."""
         steps = int(self.autoencoder.anneal_step)
@@ -117,20 +142,10 @@ class MultVAE(TorchRecommender):
         module = self.autoencoder
         rows = batch["rows"]
         mean, log_variance = module.encode(rows, drop=module.training)
-        latent = mean
-        if module.training:  # the reparameterisation trick: z = μ + σ·ε
-            latent = mean + torch.randn_like(mean) * torch.exp(0.5 * log_variance)
-        log_likelihood = (functional.log_softmax(module.decoder(latent), dim=1) * rows).sum(1)
+        latent = reparameterise(mean, log_variance) if module.training else mean
+        log_likelihood = multinomial_log_likelihood(module.decoder(latent), rows)
         kl = 0.5 * (log_variance.exp() + mean.pow(2) - 1.0 - log_variance).sum(1)
         loss = (-log_likelihood + self.kl_weight() * kl).mean()
         if module.training and torch.is_grad_enabled():
             module.anneal_step += 1
         return loss
-
-    def score(
-        self, users: torch.Tensor, items: torch.Tensor | None = None, context: Any = None
-    ) -> torch.Tensor:
-        module = self.autoencoder
-        rows = self.seen_mask(users).float().to(self.device)
-        scores = module.scores(rows)
-        return (scores if items is None else scores[:, items.to(self.device)]).float().cpu()
