@@ -109,7 +109,9 @@ def test_a_user_without_history_falls_back_to_popularity(sasrec: SASRec) -> None
 def test_every_loss_trains(loss: str) -> None:
     data = toy_dataset()
     model = SASRec(max_length=6, dim=16, dropout=0.0, loss=loss, negatives=4)
-    model.fit(data, trainer=TrainerConfig(epochs=15, batch_size=64, progress=False, early_stopping_metric=None))
+    model.fit(
+        data, trainer=TrainerConfig(epochs=15, batch_size=64, progress=False, early_stopping_metric=None)
+    )
     assert model.training_report is not None
     losses = [record["loss"] for record in model.training_report.history]
     assert losses[-1] < losses[0]
@@ -119,7 +121,9 @@ def test_history_is_saved_and_not_counted_as_parameters(sasrec: SASRec, tmp_path
     assert sasrec.n_parameters() == sum(p.numel() for p in sasrec.encoder.parameters())
     sasrec.save(str(tmp_path / "model"))
     runner = CliRunner()
-    done = runner.invoke(cli, ["recommend", str(tmp_path / "model"), "--session", "m1, m3", "-k", "4", "--json"])
+    done = runner.invoke(
+        cli, ["recommend", str(tmp_path / "model"), "--session", "m1, m3", "-k", "4", "--json"]
+    )
     assert done.exit_code == 0, done.output
     records = json.loads(done.output)
     assert [r["user"] for r in records] == ["session-0"] * 4
@@ -128,3 +132,15 @@ def test_history_is_saved_and_not_counted_as_parameters(sasrec: SASRec, tmp_path
     assert [r["item"] for r in records] == expected.items[0]
     both = runner.invoke(cli, ["recommend", str(tmp_path / "model"), "--session", "m1", "--user", "u1"])
     assert both.exit_code != 0 and "not both" in both.output
+
+
+def test_negatives_shared_by_a_window_give_the_per_position_loss() -> None:
+    model = SASRec(max_length=6, dim=16, dropout=0.0, loss="gbce", negatives=5).fit(
+        toy_dataset(), trainer=FAST
+    )
+    examples = model.training_examples(toy_dataset())
+    batch = model.collate({k: v[:8] for k, v in examples.items()}, torch.Generator().manual_seed(0))
+    assert batch["negatives"].shape == (*batch["targets"].shape, 5)
+    shared = model.loss(batch)
+    per_position = model.loss({k: v for k, v in batch.items() if k != "window_negatives"})
+    torch.testing.assert_close(shared, per_position)

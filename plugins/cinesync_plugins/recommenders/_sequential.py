@@ -129,15 +129,19 @@ def next_item_loss(
     states: torch.Tensor,
     targets: torch.Tensor,
     weights: torch.Tensor,
-    negatives: torch.Tensor | None,
+    negatives: torch.Tensor | None = None,
+    *,
+    negative_logits: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean ``config.loss`` of hidden ``states`` (N, d) predicting item indices ``targets`` (N,) over the item
-    table ``weights`` (n_items, d); ``negatives`` (N, n) item indices for the sampled losses."""
+    table ``weights`` (n_items, d). The sampled losses need ``negatives`` (N, n) item indices, or their logits
+    ``negative_logits`` (N, n) when the caller computed them more cheaply (negatives shared by a window)."""
     if config.loss == "softmax":
         return functional.cross_entropy(states @ weights.t(), targets)
-    assert negatives is not None
     positive_logits = (states * weights[targets]).sum(-1)
-    negative_logits = torch.einsum("nd,nkd->nk", states, weights[negatives])
+    if negative_logits is None:
+        assert negatives is not None
+        negative_logits = torch.einsum("nd,nkd->nk", states, weights[negatives])
     if config.loss == "sampled_softmax":
         return sampled_softmax_loss(positive_logits, negative_logits)
     calibration = config.gbce_calibration if config.loss == "gbce" else 0.0
@@ -202,10 +206,13 @@ class SequentialRecommender(TorchRecommender):
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean next-item loss over every position with a real input and target."""
         states, mask = self.training_states(batch)
+        weights = self.encoder.output_weights()
+        targets = batch["targets"][mask] - 1
+        if "window_negatives" in batch:
+            shared = torch.einsum("bld,bkd->blk", states, weights[batch["window_negatives"]])
+            return next_item_loss(self.config, states[mask], targets, weights, negative_logits=shared[mask])
         negatives = batch["negatives"][mask] if "negatives" in batch else None
-        return next_item_loss(
-            self.config, states[mask], batch["targets"][mask] - 1, self.encoder.output_weights(), negatives
-        )
+        return next_item_loss(self.config, states[mask], targets, weights, negatives)
 
     # -- scoring -------------------------------------------------------------------------------------------
     def score_sequences(self, inputs: torch.Tensor) -> torch.Tensor:
