@@ -198,7 +198,8 @@ class EnhancedSASRec(SequentialRecommender):
         return module
 
     def default_trainer(self) -> TrainerConfig:
-        return TrainerConfig(epochs=200, batch_size=128, learning_rate=1e-3, optimizer="adam", patience=10)
+        # SASRec's settings (sasrec.py), so that the two compare like for like.
+        return TrainerConfig(epochs=200, batch_size=256, learning_rate=3e-3, optimizer="adam", patience=10)
 
     def build_module(self, n_users: int, n_items: int) -> TimeAndGenreEncoder:
         config = self.config
