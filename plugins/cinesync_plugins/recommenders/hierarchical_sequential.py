@@ -11,16 +11,15 @@ The input is a user's last ``max_length`` items (or an anonymous session's items
   a zero state; its final state is ``s_t``;
 * long-term: a pooling of every item up to ``t``: with ``long_term = "attention"``, SHAN's attention
   ``l_t = Σ_j α_tj E_j`` with ``α_tj = softmax_j(s_t · ReLU(W E_j + b) / √dim)`` over the real positions ``j ≤ t``;
-  with ``"mean"``, the mean of those embeddings;
+  with ``"mean"`` (the default, as good on validation and cheaper), the mean of those embeddings;
 * fusion: a gate ``g_t = σ(W_g [s_t; l_t] + b_g)`` in (0, 1) per dimension mixes the two,
   ``u_t = g_t ⊙ s_t + (1 - g_t) ⊙ l_t``, and after dropout (``dropout``) the score of item ``i`` is ``u_t · E_i``.
 
 Departures from SHAN, so that an anonymous session scores like a user: there is no user embedding, so the
 long-term attention is keyed by the short-term state instead of the user; the short-term layer is a GRU over the
-last items instead of a second attention; and the two levels are fused by the gate (the gated combination of
-short- and long-term interests of e.g. Ma, Kang & Liu, "Hierarchical Gating Networks for Sequential
-Recommendation", KDD 2019) instead of SHAN's second attention. Every position of each training window predicts its
-next item (both encoders are causal), with ``config.loss``.
+last items instead of an attention over them; and the two levels are mixed by an element-wise sigmoid gate (as a
+GRU's update gate mixes its old and new state) instead of SHAN's second attention layer. Every position of each
+training window predicts its next item (both encoders are causal), with ``config.loss``.
 """
 
 from __future__ import annotations
@@ -122,11 +121,13 @@ class HierarchicalSequential(SequentialRecommender):
 
     class Config(SequentialConfig):
         max_length: int = Field(50, ge=2, description="Most recent items a history or session is cut to.")
+        # ml-100k validation NDCG@10: mean pooling, 5 short-term items 0.1250; attention with 5 items 0.1201, with 10
+        # items 0.1211 (differences within the ~0.006 standard error; mean is the cheaper one).
         short_length: int = Field(
-            8, ge=1, description="Most recent items the short-term GRU reads at each position."
+            5, ge=1, description="Most recent items the short-term GRU reads at each position."
         )
         long_term: Literal["attention", "mean"] = Field(
-            "attention",
+            "mean",
             description="Long-term pooling over the history: SHAN's attention keyed by the short-term state, "
             "or the mean embedding.",
         )
