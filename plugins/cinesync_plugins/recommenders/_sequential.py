@@ -115,7 +115,7 @@ class SequenceEncoder(nn.Module):
             self.item_embedding.weight[PAD].zero_()
 
     def states(self, inputs: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement states(inputs)")
 
     def final(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.states(inputs)[:, -1]

@@ -42,7 +42,13 @@ from torch.nn import functional
 from cinesync.errors import CineSyncError
 from cinesync.interfaces import ComponentConfig
 from cinesync.train.torch_model import TorchRecommender
-from cinesync_plugins.layers import in_batch_softmax_loss, interaction_pairs, mlp, uniform_negatives
+from cinesync_plugins.layers import (
+    in_batch_softmax_loss,
+    init_embedding,
+    interaction_pairs,
+    mlp,
+    uniform_negatives,
+)
 
 if TYPE_CHECKING:
     from cinesync.data.dataset import Dataset
@@ -145,6 +151,11 @@ class TwoTowerNetwork(nn.Module):
             torch.tensor(math.log(config.temperature)), requires_grad=config.learn_temperature
         )
 
+    def add_id_embeddings(self, dim: int) -> None:
+        """The user and item id tables every tower model has (``users``, ``items``), drawn from N(0, 0.1²)."""
+        self.users = init_embedding(nn.Embedding(self.n_users, dim), 0.1)
+        self.items = init_embedding(nn.Embedding(self.n_items, dim), 0.1)
+
     @property
     def n_users(self) -> int:
         return len(self.user_history)
@@ -222,10 +233,7 @@ class IdFeatureTowers(TwoTowerNetwork):
     ) -> None:
         super().__init__(item_features, user_history, config)
         dim = config.dim
-        self.users = nn.Embedding(self.n_users, dim)
-        self.items = nn.Embedding(self.n_items, dim)
-        nn.init.normal_(self.users.weight, std=0.1)
-        nn.init.normal_(self.items.weight, std=0.1)
+        self.add_id_embeddings(dim)
         reads = read_features and self.n_features > 0
         self.features = nn.Linear(self.n_features, dim, bias=False) if reads else None
         self.uses_history = config.history_length > 0

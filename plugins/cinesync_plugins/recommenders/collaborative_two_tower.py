@@ -25,7 +25,6 @@ from typing import ClassVar
 
 import torch
 from pydantic import Field
-from torch import nn
 from torch.nn import functional
 
 from cinesync.errors import CineSyncError
@@ -49,10 +48,7 @@ class CollaborativeTowers(TwoTowerNetwork):
     ) -> None:
         super().__init__(item_features, user_history, config)
         dim = config.dim
-        self.users = nn.Embedding(self.n_users, dim)
-        self.items = nn.Embedding(self.n_items, dim)
-        nn.init.normal_(self.users.weight, std=0.1)
-        nn.init.normal_(self.items.weight, std=0.1)
+        self.add_id_embeddings(dim)
         self.content = mlp([self.n_features, dim], final_activation=True)
         self.fusion = GatedFusion(dim)
         self.id_dropout = config.id_dropout

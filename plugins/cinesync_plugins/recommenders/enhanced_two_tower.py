@@ -95,10 +95,7 @@ class EnhancedTowers(TwoTowerNetwork):
     ) -> None:
         super().__init__(item_features, user_history, config)
         dim = config.dim
-        self.users = nn.Embedding(self.n_users, dim)
-        self.items = nn.Embedding(self.n_items, dim)
-        nn.init.normal_(self.users.weight, std=0.1)
-        nn.init.normal_(self.items.weight, std=0.1)
+        self.add_id_embeddings(dim)
         self.features = nn.Linear(self.n_features, dim, bias=False)
         self.item_fusion = GatedFusion(dim)
         self.attention = HistoryAttention(dim, config.heads)
