@@ -30,6 +30,13 @@ class LSTMSequential(RecurrentRecommender):
     class Config(RecurrentRecommender.Config):
         max_length: int = Field(50, ge=2, description="Most recent items a history or session is cut to.")
         dim: int = Field(64, ge=1, description="Size of item embeddings and of the LSTM's hidden state.")
+        # ml-100k validation NDCG@10: dropout 0.4 gave 0.1175, 0.2 gave 0.1137 (as for GRU4Rec, 0.4 is better).
+        dropout: float = Field(
+            0.4,
+            ge=0,
+            lt=1,
+            description="Dropout on the hidden states, between layers and before scoring (dropout_p_hidden).",
+        )
 
     config: Config
 
