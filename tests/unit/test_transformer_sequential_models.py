@@ -202,6 +202,18 @@ def test_bert4rec_masks_real_items_at_the_requested_rate() -> None:
     assert abs(float(rate) - 0.3) < 0.02
 
 
+def test_bert4rec_masks_only_the_last_item_in_the_requested_share_of_windows() -> None:
+    model = BERT4Rec(max_length=50, mask_probability=0.5, last_only_fraction=0.3)
+    model.fit(toy_dataset(), trainer=epochs(1))
+    windows = torch.randint(1, 31, (1000, 50), generator=torch.Generator().manual_seed(1))
+    masked = (
+        model.collate({"sequences": windows}, torch.Generator().manual_seed(0))["inputs"] == model.mask_token
+    )
+    assert masked[:, -1].all()
+    last_only = ~masked[:, :-1].any(1)
+    assert abs(float(last_only.float().mean()) - 0.3) < 0.05
+
+
 def test_bert4rec_scores_at_a_mask_appended_to_the_history(fitted: dict[type, SequentialRecommender]) -> None:
     model = fitted[BERT4Rec]
     assert isinstance(model, BERT4Rec)

@@ -20,8 +20,8 @@ per target). With ``"all"`` (the default) the shared windows of :mod:`._sequenti
 position ``t`` of a window predicts its next item with its own ``c_t``: the attention of position ``t`` sees the
 hidden states ``≤ t`` only (a causal mask), so the representation at ``t`` is exactly the one NARM computes for
 the prefix ending at ``t``, and one pass trains every prefix of the window. It costs an attention tensor of size
-``(batch, max_length, max_length, dim)``, which is why ``max_length`` is kept at 50. With ``"last"`` only the last
-position of each window is trained (one target per window, as the paper's loss on one prefix). On ml-100k
+``(batch, max_length, max_length, dim)``, which is one reason ``max_length`` is kept at 20. With ``"last"`` only the
+last position of each window is trained (one target per window, as the paper's loss on one prefix). On ml-100k
 validation (``max_length`` 50, default trainer) ``"all"`` scored NDCG@10 0.1021 against 0.0334 for ``"last"``:
 under ``"last"`` a window of ``max_length`` items yields one target instead of ``max_length``, so an epoch sees
 about 2% of the targets and early stopping ends training before the model has learnt much.
@@ -107,8 +107,10 @@ class AttentionalSequential(SequentialRecommender):
     """NARM (Li et al. 2017): a GRU's last state plus attention over all its states, bilinearly decoded."""
 
     class Config(SequentialConfig):
+        # ml-100k validation NDCG@10 (default trainer at learning rate 1e-3): 20 items 0.1111, 50 items 0.1021, and 20
+        # items train in half the time (the attention is quadratic in the length).
         max_length: int = Field(
-            50, ge=2, description="Most recent items a history or session is cut to (attention is quadratic)."
+            20, ge=2, description="Most recent items a history or session is cut to (attention is quadratic)."
         )
         embedding_dropout: float = Field(
             0.25, ge=0, lt=1, description="Dropout on the input item embeddings (the paper's 0.25)."
@@ -134,7 +136,9 @@ class AttentionalSequential(SequentialRecommender):
         return module
 
     def default_trainer(self) -> TrainerConfig:
-        return TrainerConfig(epochs=100, batch_size=128, learning_rate=1e-3, optimizer="adam", patience=5)
+        # ml-100k validation NDCG@10 (max_length 20): learning rate 3e-3 gave 0.1241 with dropout 0.5 and 0.1229
+        # with 0.25; 1e-3 gave 0.1111 and 0.1115. Each fit took 3-4 minutes on a loaded 2-core machine.
+        return TrainerConfig(epochs=100, batch_size=128, learning_rate=3e-3, optimizer="adam", patience=5)
 
     def build_module(self, n_users: int, n_items: int) -> NARMEncoder:
         config = self.config

@@ -77,6 +77,13 @@ class BERT4Rec(SequentialRecommender):
             lt=1,
             description="Chance that each item of a training window is masked (the last always).",
         )
+        last_only_fraction: float = Field(
+            0.0,
+            ge=0,
+            le=1,
+            description="Share of training windows in which only the last item is masked (the paper's next-item "
+            "samples; RecBole's ft_ratio).",
+        )
 
     config: Config
 
@@ -108,6 +115,8 @@ class BERT4Rec(SequentialRecommender):
         windows = examples["sequences"]
         real = windows != PAD
         masked = (torch.rand(windows.shape, generator=generator) < self.config.mask_probability) & real
+        last_only = torch.rand(len(windows), generator=generator) < self.config.last_only_fraction
+        masked[last_only] = False
         masked[:, -1] = real[:, -1]
         batch = {
             "inputs": windows.masked_fill(masked, self.mask_token),

@@ -51,7 +51,8 @@ class TransformerSequential(SequentialRecommender):
     config: Config
 
     def default_trainer(self) -> TrainerConfig:
-        return TrainerConfig(epochs=200, batch_size=128, learning_rate=1e-3, optimizer="adam", patience=10)
+        # SASRec's tuned settings (sasrec.py), not tuned separately for this model.
+        return TrainerConfig(epochs=200, batch_size=256, learning_rate=3e-3, optimizer="adam", patience=10)
 
     def build_module(self, n_users: int, n_items: int) -> TransformerSequenceEncoder:
         config = self.config
