@@ -79,8 +79,20 @@ _data_dir_option = click.option(
     "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON."
 )
 @click.option("--progress/--no-progress", default=True, help="Show training progress bars.")
+@click.option(
+    "--cache",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Ensembles only: keep fitted members in this directory and reuse them on later runs of the same "
+    "members and protocol (to try other fusions without retraining).",
+)
 def run(
-    manifest: Path, data_dir: Path | None, output: Path | None, json_path: Path | None, progress: bool
+    manifest: Path,
+    data_dir: Path | None,
+    output: Path | None,
+    json_path: Path | None,
+    progress: bool,
+    cache: Path | None,
 ) -> None:
     """Train and evaluate every model of a suite (or model) MANIFEST and print a comparison table."""
     from cinesync.evaluation.metrics import metric_label
@@ -89,10 +101,10 @@ def run(
 
     loaded = load_manifest(manifest)
     if isinstance(loaded, EnsembleManifest):
-        raise CineSyncError(
-            f"{manifest}: running ensemble manifests is not available in cinesync {_version()}; "
-            "validate it with 'cinesync validate'"
-        )
+        _run_ensemble(loaded, manifest, data_dir, output, json_path, progress, cache)
+        return
+    if cache is not None:
+        raise click.UsageError("--cache applies to ensemble manifests only")
     if isinstance(loaded, ModelManifest):
         suite = SuiteManifest(
             kind="suite",
@@ -383,6 +395,12 @@ def evaluate(artifact: Path, data_dir: Path | None, metrics: tuple[str, ...], as
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--include-seen", is_flag=True, help="Do not exclude items the user already interacted with.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON records instead of a table.")
+@click.option(
+    "--min-confidence",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="Ensembles only: drop items whose calibrated confidence is below this (lists may get shorter).",
+)
 def recommend(
     artifact: Path,
     users: tuple[str, ...],
@@ -390,18 +408,27 @@ def recommend(
     k: int,
     include_seen: bool,
     as_json: bool,
+    min_confidence: float | None,
 ) -> None:
     """Print the top-k items (with titles) a saved ARTIFACT recommends for each --user or --session."""
     from cinesync.serve.artifacts import load_artifact
 
     if bool(users) == bool(sessions):
         raise click.UsageError("give --user or --session (one or more of either), not both")
+    from cinesync.ensemble import Ensemble, EnsembleRecommendations
+
     model = load_artifact(artifact)
+    if min_confidence is not None and not isinstance(model, Ensemble):
+        raise click.UsageError("--min-confidence applies to ensemble artifacts only")
     if sessions:
         session_items = [
             [item.strip() for item in session.split(",") if item.strip()] for session in sessions
         ]
         result = model.recommend(sessions=session_items, k=k, exclude_seen=not include_seen)
+    elif isinstance(model, Ensemble):
+        result = model.recommend(
+            list(users), k=k, exclude_seen=not include_seen, min_confidence=min_confidence
+        )
     else:
         result = model.recommend(list(users), k=k, exclude_seen=not include_seen)
     assert model.items is not None
@@ -415,18 +442,92 @@ def recommend(
     from rich.table import Table
 
     console = _console()
-    for user, top_items, scores in zip(result.users, result.items, result.scores, strict=True):
+    detailed = isinstance(result, EnsembleRecommendations)
+    for row, (user, top_items, scores) in enumerate(
+        zip(result.users, result.items, result.scores, strict=True)
+    ):
         table = Table(title=f"top {len(top_items)} for {'' if sessions else 'user '}{user}")
         table.add_column("#", justify="right")
         table.add_column("item")
         table.add_column("title")
         table.add_column("score", justify="right")
+        if detailed:
+            table.add_column("confidence", justify="right")
+            table.add_column("members (weight, own rank)")
         positions = model.items.index(top_items)
         for rank, (item, position, score) in enumerate(
             zip(top_items, positions, scores, strict=True), start=1
         ):
-            table.add_row(str(rank), str(item), titles[int(position)], f"{score:.4f}")
+            cells = [str(rank), str(item), titles[int(position)], f"{score:.4f}"]
+            if isinstance(result, EnsembleRecommendations):
+                members = result.members[row][rank - 1]
+                cells.append(f"{result.confidences[row][rank - 1]:.3f}")
+                cells.append(
+                    ", ".join(f"{name} ({m['weight']:.2f}, #{int(m['rank'])})" for name, m in members.items())
+                )
+            table.add_row(*cells)
         console.print(table)
+
+
+def _run_ensemble(
+    loaded: Any,
+    manifest: Path,
+    data_dir: Path | None,
+    output: Path | None,
+    json_path: Path | None,
+    progress: bool,
+    cache: Path | None,
+) -> None:
+    """``cinesync run`` of an ensemble manifest: members and the fused row ``ensemble`` side by side."""
+    from cinesync.ensemble import ensemble_summary, run_ensemble
+    from cinesync.evaluation.metrics import metric_label
+    from cinesync.evaluation.report import build_report
+    from cinesync.suite import write_json
+
+    console = _console()
+    protocol = loaded.evaluation
+    console.print(
+        f"[bold]{loaded.name}[/bold]: ensemble of {len(loaded.members)} members fused by "
+        f"{loaded.fusion.component} on {protocol.dataset.name}, split {protocol.split.method}, full ranking, "
+        f"metrics {', '.join(metric_label(m) for m in protocol.metrics)}"
+    )
+
+    def report(result: Any) -> None:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
+        console.print(f"  [green]done[/green] {result.name}: {shown} (train {result.train_seconds:.1f}s)")
+
+    run = run_ensemble(
+        loaded,
+        source=str(manifest),
+        data_dir=data_dir,
+        output=output,
+        progress=progress,
+        on_result=report,
+        cache=cache,
+    )
+    suite = run.suite
+    console.print(results_table(suite.report or build_report(suite), suite.to_json()))
+    comparison = run.comparison
+    if "t_test_p" in comparison:
+        console.print(
+            f"ensemble vs best member {comparison['best_member']} on {comparison['metric']}: "
+            f"{comparison['ensemble']:.4f} vs {comparison['member']:.4f} (difference {comparison['difference']:+.4f}, "
+            f"paired t-test p = {comparison['t_test_p']:.3g}, Wilcoxon p = {comparison['wilcoxon_p']:.3g})"
+        )
+    precisions = ", ".join(f"{row['precision']:.3f}" for row in run.calibration["precision_above_decile"])
+    console.print(
+        f"confidence on test: precision of top-10 items at or above each confidence decile: {precisions} "
+        f"({'monotonic' if run.calibration['monotonic'] else 'not monotonic'}; expected calibration error "
+        f"{run.calibration['expected_calibration_error']:.4f})"
+    )
+    if json_path is not None:
+        write_json(json_path, {**suite.to_json(), "ensemble": ensemble_summary(run)})
+        console.print(f"results written to {json_path}")
+    if output is not None:
+        console.print(f"ensemble artifact written to {output / 'artifacts' / loaded.name}")
+        console.print(
+            f"report written to {output / 'report.html'} (and report.md, report.json, ensemble.json)"
+        )
 
 
 # -- plugins -----------------------------------------------------------------------------------------------

@@ -459,30 +459,76 @@ class Encoder(Component, ABC):
 
 
 @dataclass
+class FusionInput:
+    """What a fusion sees for a batch of users: one raw score matrix per member and what it may condition on.
+
+    ``scores`` holds one ``(len(users), n_items)`` float matrix per member, in ``members`` order, exactly as
+    each member's ``score`` returned it (scales differ: normalising them is the fusion's job, see
+    :mod:`cinesync_plugins.fusions._fusion`). ``excluded`` marks the items that will not be ranked for each
+    user (their training items); a fusion should leave them out of any per-user statistics. ``user_features``
+    (``len(users) x F``) and ``item_features`` (``n_items x G``) are the ensemble's simple descriptors, named
+    by ``user_feature_names`` and ``item_feature_names`` (see :mod:`cinesync.ensemble`).
+    """
+
+    scores: list[torch.Tensor]
+    users: torch.Tensor
+    members: list[str]
+    excluded: torch.Tensor | None = None
+    user_features: torch.Tensor | None = None
+    item_features: torch.Tensor | None = None
+    user_feature_names: tuple[str, ...] = ()
+    item_feature_names: tuple[str, ...] = ()
+
+
+@dataclass
 class FusionOutput:
-    """A fused score matrix, with optional per-item confidence and per-member weights (users x members)."""
+    """Fused scores ``(users, n_items)``, with the weight each member had for each user ``(users, members)``.
+
+    ``member_weights`` rows sum to 1 over the members that contributed; a fusion whose weights are not
+    per-user repeats the same row.
+    """
 
     scores: torch.Tensor
-    confidence: torch.Tensor | None = None
-    member_weights: torch.Tensor | None = None
+    member_weights: torch.Tensor
 
 
 class Fusion(Component, ABC):
-    """Combines member outputs (score matrices of equal shape) into one.
+    """Combines member score matrices into one ranking.
 
-    ``fit`` sees member scores on validation users and the validation ground truth; fusions with nothing to
-    learn keep the default, which does nothing. ``fuse`` must be batched tensor work.
+    Contract:
+
+    * ``fit(inputs, relevant)`` learns from *validation* data only: ``inputs`` are the members' scores for the
+      validation users (members trained on the training split) and ``relevant`` the boolean
+      ``users x items`` matrix of their held-out validation items. Fusions with nothing to learn keep the
+      default, which does nothing. It returns ``self``.
+    * ``fuse(inputs)`` returns a :class:`FusionOutput` for any users: batched tensor work, no Python loop over
+      users or items. It must accept inputs from the same members in the same order as ``fit`` saw.
+    * Learned state lives in ``state_tensors()`` / ``load_state_tensors()`` (saved in the ensemble artifact
+      as safetensors), together with ``members`` (the names ``fit`` saw), set by ``fit``.
     """
 
     kind: ClassVar[str] = "fusion"
 
-    def fit(self, member_scores: Sequence[torch.Tensor], relevant: torch.Tensor) -> Fusion:
-        """Learn from validation data: ``relevant`` is a boolean users x items matrix of held-out items."""
+    def __init__(self, config: ComponentConfig | None = None, **params: Any) -> None:
+        super().__init__(config, **params)
+        #: The member names fit saw, in order (empty before fit).
+        self.members: list[str] = []
+
+    def fit(self, inputs: FusionInput, relevant: torch.Tensor) -> Self:
+        """Learn from validation data (see the class docstring); the default learns nothing."""
+        self.members = list(inputs.members)
         return self
 
     @abstractmethod
-    def fuse(self, member_scores: Sequence[torch.Tensor], users: torch.Tensor) -> FusionOutput:
-        """Fused scores for ``users`` from one score matrix per member."""
+    def fuse(self, inputs: FusionInput) -> FusionOutput:
+        """Fused scores and member weights for ``inputs.users``."""
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Learned state as named tensors; empty for fusions that learn nothing."""
+        return {}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state_tensors` returned."""
 
 
 class ContextSignal(Component, ABC):

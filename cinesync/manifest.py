@@ -239,8 +239,29 @@ class SuiteManifest(StrictModel):
         return self
 
 
+class SelectionSpec(StrictModel):
+    """Greedy forward selection of members on validation (Caruana et al., ICML 2004)."""
+
+    method: Literal["none", "greedy"] = "none"
+    rounds: int = Field(10, ge=1, description="Most additions (with replacement) to the selected bag.")
+    metric_k: int = Field(10, gt=0, description="Cut-off of the validation NDCG the selection maximises.")
+
+
+class ConfidenceSpec(StrictModel):
+    """How per-item confidence is computed and calibrated (on validation) for the fused top lists."""
+
+    agreement_k: int = Field(20, gt=0, description="A member 'agrees' on an item in its own top agreement_k.")
+    calibration_k: int = Field(
+        20, gt=0, description="Fused top items per validation user the calibrator sees."
+    )
+
+
 class EnsembleManifest(StrictModel):
-    """Members, a fusion and an evaluation; the fusion is fitted on validation data only."""
+    """Members, a fusion and an evaluation; the fusion is fitted on validation data only.
+
+    ``on_member_failure``: ``"fail"`` stops on the first member that fails to train or score; ``"skip"`` goes on
+    without it, with a warning naming it (the fusion renormalises over the members left).
+    """
 
     kind: Literal["ensemble"]
     name: str
@@ -248,7 +269,21 @@ class EnsembleManifest(StrictModel):
     members: list[ModelSpec] = Field(min_length=2)
     fusion: ComponentSpec
     on_member_failure: Literal["fail", "skip"] = "fail"
+    selection: SelectionSpec = Field(default_factory=SelectionSpec)
+    confidence: ConfidenceSpec = Field(default_factory=ConfidenceSpec)
     evaluation: EvaluationProtocol = Field(default_factory=EvaluationProtocol)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> EnsembleManifest:
+        names = [m.display_name for m in self.members]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(
+                f"member names must be unique; give each a 'name' ({', '.join(duplicates)} repeat)"
+            )
+        if "ensemble" in names:
+            raise ValueError("'ensemble' names the fused row of the results: give that member another name")
+        return self
 
 
 Manifest = Annotated[ModelManifest | SuiteManifest | EnsembleManifest, Field(discriminator="kind")]

@@ -179,46 +179,84 @@ def prepare_data(protocol: EvaluationProtocol, data_dir: str | os.PathLike[str] 
     return split_dataset(dataset, split.method, **options)
 
 
-def train_and_evaluate(
+@dataclass
+class ValidationFit:
+    """A model fitted on the training split (early-stopped on validation where it is iterative)."""
+
+    model: Recommender
+    metrics: dict[str, float]
+    fit_info: dict[str, Any]
+    seconds: float
+
+
+def fit_on_train(
     spec: ModelSpec,
     split: Split,
     protocol: EvaluationProtocol,
     *,
     progress: bool = True,
     context: dict[str, Any] | None = None,
-) -> tuple[Recommender, ModelResult]:
-    """Fit one model under the protocol and evaluate it on the test split.
+) -> ValidationFit:
+    """Step 1 of the protocol for one model: fit on *train* (early stopping on *validation* for iterative
+    models) and measure the protocol's metrics on validation."""
+    from cinesync import registry
+    from cinesync.evaluation import evaluate
+    from cinesync.train.trainer import TrainerConfig
 
-    ``context`` is passed to the evaluator (e.g. ``{"outcomes": log}`` for business metrics).
-    """
+    assert spec.component is not None and split.valid is not None
+    trainer = TrainerConfig.model_validate({"progress": progress, **spec.training})
+    model: Recommender = registry.build("recommender", spec.component, **spec.params)
+    started = time.perf_counter()
+    if model.iterative:
+        model.fit(split.train, validation=split.valid, trainer=trainer)
+    else:
+        model.fit(split.train)
+    seconds = time.perf_counter() - started
+    metrics = evaluate(
+        model, split.valid, metrics=protocol.metrics, batch_size=protocol.batch_size, context=context
+    ).metrics
+    return ValidationFit(model=model, metrics=metrics, fit_info=dict(model.fit_info), seconds=seconds)
+
+
+def refit_and_test(
+    spec: ModelSpec,
+    split: Split,
+    protocol: EvaluationProtocol,
+    validation: ValidationFit | None,
+    *,
+    progress: bool = True,
+    context: dict[str, Any] | None = None,
+    refitted: tuple[Recommender, float] | None = None,
+) -> tuple[Recommender, ModelResult]:
+    """Step 2 of the protocol for one model: refit on *train + validation* (iterative models for the best epoch
+    count of ``validation``), or keep ``validation``'s model when ``refit = false``; then evaluate on *test*.
+
+    ``refitted`` is a model already refitted under this protocol and the seconds it took (a cached one)."""
     from cinesync import registry
     from cinesync.evaluation import evaluate
     from cinesync.train.trainer import TrainerConfig
 
     assert spec.component is not None
-    name = spec.display_name
     trainer = TrainerConfig.model_validate({"progress": progress, **spec.training})
-    model: Recommender = registry.build("recommender", spec.component, **spec.params)
-    validation_metrics: dict[str, float] = {}
     fit_info: dict[str, Any] = {}
     train_seconds = 0.0
-    if model.iterative and split.valid is not None:
-        started = time.perf_counter()
-        model.fit(split.train, validation=split.valid, trainer=trainer)
-        train_seconds += time.perf_counter() - started
-        validation_metrics = evaluate(
-            model, split.valid, metrics=protocol.metrics, batch_size=protocol.batch_size, context=context
-        ).metrics
-        fit_info["validation_phase"] = dict(model.fit_info)
-    if protocol.refit or split.valid is None or not model.iterative:
-        train_data = split.train_valid if protocol.refit else split.train
+    if validation is not None:
+        train_seconds = validation.seconds
+        if validation.model.iterative:
+            fit_info["validation_phase"] = dict(validation.fit_info)
+    if validation is not None and not protocol.refit:
+        model = validation.model
+    elif refitted is not None:
+        model, seconds = refitted
+        train_seconds += seconds
+    else:
         refit_trainer = trainer
         best_epoch = fit_info.get("validation_phase", {}).get("best_epoch")
-        if model.iterative and best_epoch:
+        if best_epoch:
             refit_trainer = trainer.model_copy(
                 update={"epochs": int(best_epoch), "early_stopping_metric": None}
             )
-        if model.iterative and split.valid is not None:
+        if validation is not None:
             # The refit keeps its checkpoints and log apart, so it never resumes from the validation phase's.
             refit_trainer = refit_trainer.model_copy(
                 update={
@@ -229,7 +267,7 @@ def train_and_evaluate(
             )
         model = registry.build("recommender", spec.component, **spec.params)
         started = time.perf_counter()
-        model.fit(train_data, trainer=refit_trainer)
+        model.fit(split.train_valid if protocol.refit else split.train, trainer=refit_trainer)
         train_seconds += time.perf_counter() - started
     fit_info.update(model.fit_info)
     model.fit_info = fit_info
@@ -243,10 +281,10 @@ def train_and_evaluate(
     )
     evaluation.metrics.pop(recorder.name)
     result = ModelResult(
-        name=name,
+        name=spec.display_name,
         component=spec.component,
         metrics=evaluation.metrics,
-        validation=validation_metrics,
+        validation=validation.metrics if validation is not None else {},
         train_seconds=train_seconds,
         eval_seconds=evaluation.seconds,
         n_parameters=model.n_parameters(),
@@ -257,6 +295,30 @@ def train_and_evaluate(
         top_items=recorder.items,
     )
     return model, result
+
+
+def train_and_evaluate(
+    spec: ModelSpec,
+    split: Split,
+    protocol: EvaluationProtocol,
+    *,
+    progress: bool = True,
+    context: dict[str, Any] | None = None,
+) -> tuple[Recommender, ModelResult]:
+    """Fit one model under the protocol and evaluate it on the test split.
+
+    Iterative models are first fitted on train with early stopping on validation (:func:`fit_on_train`);
+    every model is then refitted and tested (:func:`refit_and_test`). ``context`` is passed to the evaluator
+    (e.g. ``{"outcomes": log}`` for business metrics).
+    """
+    from cinesync import registry
+
+    assert spec.component is not None
+    validation = None
+    iterative = bool(getattr(registry.load("recommender", spec.component), "iterative", False))
+    if split.valid is not None and (iterative or not protocol.refit):
+        validation = fit_on_train(spec, split, protocol, progress=progress, context=context)
+    return refit_and_test(spec, split, protocol, validation, progress=progress, context=context)
 
 
 def run_suite(

@@ -295,7 +295,68 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += _md_table(*_fairness_rows(table, primary))
     if report.get("fairness"):
         lines += ["", _fairness_note(primary)]
+    if report.get("ensemble"):
+        lines += ["", "## Ensemble", "", _ensemble_note(report["ensemble"]), ""]
+        lines += _md_table(*_calibration_rows(report["ensemble"]))
+        lines += ["", "Reliability (equal-count bins of confidence over the test top-10 items):", ""]
+        lines += _md_table(*_reliability_rows(report["ensemble"]))
     return "\n".join(lines) + "\n"
+
+
+def _ensemble_note(summary: dict[str, Any]) -> str:
+    comparison = summary.get("comparison", {})
+    text = f"Members: {', '.join(summary['members'])}"
+    if summary.get("skipped"):
+        text += f" (skipped after failing: {', '.join(summary['skipped'])})"
+    selection = summary.get("selection") or {}
+    if selection and any(count != 1 for count in selection.values()):
+        text += "; greedy selection counts: " + ", ".join(f"{n} {c}" for n, c in selection.items())
+    text += "."
+    if "t_test_p" in comparison:
+        text += (
+            f" On {comparison['metric']} the ensemble scores {comparison['ensemble']:.4f} against its best member "
+            f"{comparison['best_member']}'s {comparison['member']:.4f} (difference {comparison['difference']:+.4f}; "
+            f"paired t-test p = {comparison['t_test_p']:.3g}, Wilcoxon p = {comparison['wilcoxon_p']:.3g})."
+        )
+    calibration = summary["calibration"]
+    text += (
+        " Confidence (calibrated on validation): precision of the test top-10 items at or above each confidence "
+        f"decile is {'monotonic' if calibration['monotonic'] else 'not monotonic'}; expected calibration error "
+        f"{calibration['expected_calibration_error']:.4f}."
+    )
+    return text
+
+
+def _calibration_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    rows = [
+        [str(row["decile"]), f"{row['threshold']:.4f}", f"{row['precision']:.4f}", str(row["items"])]
+        for row in summary["calibration"]["precision_above_decile"]
+    ]
+    return ["confidence decile", "threshold", "precision at or above", "items"], rows
+
+
+def _reliability_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    rows = [
+        [f"{row['confidence']:.4f}", f"{row['hit_rate']:.4f}", str(row["items"])]
+        for row in summary["calibration"]["reliability"]
+    ]
+    return ["mean confidence", "observed hit rate", "items"], rows
+
+
+def _reliability_chart(summary: dict[str, Any]) -> str:
+    bins = summary["calibration"]["reliability"]
+    xs = [max(row["confidence"], 1e-4) for row in bins]
+    ys = [row["hit_rate"] for row in bins]
+    top = max([*xs, *ys, 1e-3])
+    low = 10 ** math.floor(math.log10(min(xs)))
+    return _line_chart(
+        "Reliability diagram of the ensemble's confidence",
+        [("ensemble", xs, ys, _PALETTE[0], False), ("perfect calibration", xs, xs, "#57606a", True)],
+        x_label="mean predicted confidence (log scale)",
+        y_label="observed hit rate",
+        y_max=top,
+        x_min=low,
+    )
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -496,7 +557,21 @@ def render_html(report: dict[str, Any]) -> str:
         parts.append(f'<p class="note">{_e(_fairness_note(primary))}</p>')
     else:
         parts.append('<p class="note">No fairness attributes configured.</p>')
-    parts.append("</section></main></body></html>")
+    parts.append("</section>")
+    if report.get("ensemble"):
+        summary = report["ensemble"]
+        parts.append('<section id="ensemble"><h2>Ensemble</h2>')
+        parts.append(f'<p class="note">{_e(_ensemble_note(summary))}</p><div class="charts">')
+        parts.append(f'<div class="scroll">{_html_table(*_calibration_rows(summary))}</div>')
+        parts.append(
+            _figure(
+                _reliability_chart(summary),
+                "Reliability diagram: observed hit rate against mean confidence in ten equal-count bins of "
+                "the test top-10 items; the dashed line is perfect calibration.",
+            )
+        )
+        parts.append("</div></section>")
+    parts.append("</main></body></html>")
     return "\n".join(parts) + "\n"
 
 

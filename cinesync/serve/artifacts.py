@@ -187,7 +187,9 @@ def verify_artifact(path: str | os.PathLike[str]) -> None:
 
 
 def load_artifact(path: str | os.PathLike[str]) -> Recommender:
-    """Rebuild the model saved at ``path``: verify, build from the recorded component and params, load weights."""
+    """Rebuild the model saved at ``path``: verify, build from the recorded component and params, load weights.
+
+    An ensemble artifact (:mod:`cinesync.ensemble`) is loaded as an :class:`~cinesync.ensemble.Ensemble`."""
     from safetensors.torch import load_file
 
     from cinesync import registry
@@ -198,6 +200,10 @@ def load_artifact(path: str | os.PathLike[str]) -> Recommender:
         raise ArtifactError(f"no artifact at {root}: not a directory")
     verify_artifact(root)
     manifest = read_manifest(root)
+    if "ensemble" in manifest:
+        from cinesync.ensemble import load_ensemble
+
+        return load_ensemble(root)
     version = manifest.get("artifact", {}).get("format_version")
     if version != FORMAT_VERSION:
         raise ArtifactError(

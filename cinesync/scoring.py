@@ -1,0 +1,74 @@
+"""Per-user score operations shared by ensembles and fusion plugins: normalisation, ranks, NDCG.
+
+Conventions (as the evaluator's, :mod:`cinesync.evaluation.evaluator`): ``excluded`` marks each user's training
+items, which are not ranked; ``relevant`` marks held-out items, which are always ranked (a relevant item that is
+also excluded stays in the ranking). Per-user statistics (mean, spread, ranks) are taken over the ranked items
+only, so a member that scores training items very high (EASE, ItemKNN) does not squash everything else. All of it
+is batched tensor work over ``(users, items)`` matrices.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+
+Normalisation = Literal["none", "minmax", "zscore", "rank"]
+
+
+def ranked_mask(
+    excluded: torch.Tensor | None, relevant: torch.Tensor | None, shape: torch.Size
+) -> torch.Tensor:
+    """Boolean mask of the items that are ranked for each user: not excluded, or relevant."""
+    if excluded is None:
+        return torch.ones(shape, dtype=torch.bool)
+    return ~excluded if relevant is None else ~excluded | relevant
+
+
+def normalise(scores: torch.Tensor, method: Normalisation, ranked: torch.Tensor) -> torch.Tensor:
+    """Each row of ``scores`` put on a common scale, with statistics over the ``ranked`` items of the row.
+
+    Unranked items get the row's lowest ranked value, so they can never win by normalisation alone.
+    """
+    scores = scores.float()
+    if method == "none":
+        return scores
+    count = ranked.sum(1, keepdim=True).clamp_min(1)
+    if method == "rank":
+        positions = ranks(scores, ranked).float()
+        normalised = 1.0 - (positions - 1) / (count - 1).clamp_min(1)
+    elif method == "zscore":
+        kept = scores.masked_fill(~ranked, 0.0)
+        mean = kept.sum(1, keepdim=True) / count
+        variance = ((scores - mean).masked_fill(~ranked, 0.0) ** 2).sum(1, keepdim=True) / count
+        normalised = (scores - mean) / variance.sqrt().clamp_min(1e-12)
+    else:
+        low = scores.masked_fill(~ranked, math.inf).amin(1, keepdim=True)
+        high = scores.masked_fill(~ranked, -math.inf).amax(1, keepdim=True)
+        normalised = (scores - low) / (high - low).clamp_min(1e-12)
+    floor = normalised.masked_fill(~ranked, math.inf).amin(1, keepdim=True)
+    return torch.where(ranked, normalised, floor)
+
+
+def ranks(scores: torch.Tensor, ranked: torch.Tensor) -> torch.Tensor:
+    """1-based rank of every item in its row among the ``ranked`` items (unranked items rank last; ties by index)."""
+    masked = scores.float().masked_fill(~ranked, -math.inf)
+    order = torch.argsort(masked, dim=1, descending=True, stable=True)
+    positions = torch.empty_like(order)
+    positions.scatter_(1, order, torch.arange(1, scores.shape[1] + 1).expand_as(order).contiguous())
+    return positions
+
+
+def ndcg_at_k(
+    scores: torch.Tensor, relevant: torch.Tensor, excluded: torch.Tensor | None, k: int
+) -> torch.Tensor:
+    """Per-user NDCG@k of ``scores`` for the ``relevant`` items (binary gains), as the evaluator computes it."""
+    ranked = ranked_mask(excluded, relevant, scores.shape)
+    top = torch.topk(scores.float().masked_fill(~ranked, -math.inf), min(k, scores.shape[1]), dim=1).indices
+    hits = relevant.gather(1, top).float()
+    discounts = 1.0 / torch.log2(torch.arange(2, top.shape[1] + 2, dtype=torch.float32))
+    dcg = (hits * discounts).sum(1)
+    ideal_hits = relevant.sum(1).clamp(max=top.shape[1])
+    ideal = torch.cumsum(discounts, 0)[(ideal_hits - 1).clamp_min(0)] * (ideal_hits > 0)
+    return torch.where(ideal > 0, dcg / ideal.clamp_min(1e-12), torch.zeros_like(dcg))
