@@ -453,7 +453,7 @@ def recommend(
         table.add_column("score", justify="right")
         if detailed:
             table.add_column("confidence", justify="right")
-            table.add_column("members (weight, own rank)")
+            table.add_column("members (weight, rank in own top list)")
         positions = model.items.index(top_items)
         for rank, (item, position, score) in enumerate(
             zip(top_items, positions, scores, strict=True), start=1
@@ -463,7 +463,10 @@ def recommend(
                 members = result.members[row][rank - 1]
                 cells.append(f"{result.confidences[row][rank - 1]:.3f}")
                 cells.append(
-                    ", ".join(f"{name} ({m['weight']:.2f}, #{int(m['rank'])})" for name, m in members.items())
+                    ", ".join(
+                        f"{name} ({m['weight'] or 0:.2f}, {'#' + str(m['rank']) if m['rank'] else 'not in its top'})"
+                        for name, m in members.items()
+                    )
                 )
             table.add_row(*cells)
         console.print(table)

@@ -17,9 +17,10 @@ with the fusion fitted in between:
 
 Confidence. For each recommended item the raw signals are the members' agreement (the weighted share of members
 that have the item in their own top ``agreement_k``), their dispersion (standard deviation of the members'
-z-scored scores), the fused rank and the fused z-score. A logistic regression on validation (label: the item is
-the user's held-out item) turns them into a calibrated probability, so a confidence of 0.2 means about one in
-five such items was right on validation; ``recommend(..., min_confidence=c)`` keeps the items at or above ``c``.
+z-scored scores), its position in the fused list and its fused z-score. A logistic regression on validation
+(label: the item is the user's held-out item) turns them into a calibrated probability, so a confidence of 0.2
+means about one in five such items was right on validation; ``recommend(..., min_confidence=c)`` keeps the items
+at or above ``c``.
 
 Features the fusions may condition on: per user ``log_history`` (log 1 + training interactions),
 ``log_days_since_last`` (log 1 + days from the user's last interaction to the data's last one; 0 without
@@ -68,7 +69,7 @@ log = logging.getLogger(__name__)
 
 USER_FEATURES = ("log_history", "log_days_since_last", "genre_breadth")
 ITEM_FEATURES = ("log_popularity",)
-CONFIDENCE_FEATURES = ("agreement", "dispersion", "log_rank", "fused_zscore")
+CONFIDENCE_FEATURES = ("agreement", "dispersion", "log_position", "fused_zscore")
 ENSEMBLE_FORMAT_VERSION = 1
 
 
@@ -114,10 +115,11 @@ def describe_items(dataset: Dataset) -> torch.Tensor:
 class EnsembleRecommendations(Recommendations):
     """:class:`Recommendations` with, per item, its calibrated ``confidences`` and the ``members`` that made it:
     ``{member name: {"weight": the member's weight for this user, "rank": the item's rank in that member's own
-    ranking}}`` for every member with a non-zero weight."""
+    ranking, or None when it is outside the member's top agreement_k}}`` for every member with a non-zero
+    weight."""
 
     confidences: list[list[float]] = field(default_factory=list)
-    members: list[list[dict[str, dict[str, float]]]] = field(default_factory=list)
+    members: list[list[dict[str, dict[str, float | None]]]] = field(default_factory=list)
 
     def to_records(self) -> list[dict[str, Any]]:
         records = super().to_records()
@@ -316,26 +318,40 @@ class Ensemble(Recommender):
         return scores if items is None else scores[:, items]
 
     def confidence_features(self, details: EnsembleScores, items: torch.Tensor) -> torch.Tensor:
-        """The raw confidence signals (:data:`CONFIDENCE_FEATURES`) of ``items`` (``users x n``) in each row."""
+        """The raw confidence signals (:data:`CONFIDENCE_FEATURES`) of the fused top lists ``items``
+        (``users x n``, best first): each member's weighted agreement, the members' dispersion, the position in
+        the list and the fused z-score."""
+        return self._confidence_and_member_ranks(details, items)[0]
+
+    def _confidence_and_member_ranks(
+        self, details: EnsembleScores, items: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Confidence features and, per member, each item's rank in that member's own top ``agreement_k``
+        (0 when it is not there): ``(users, n, 4)`` and ``(users, n, members)``."""
         import torch
 
-        from cinesync.scoring import normalise, ranked_mask, ranks
+        from cinesync.scoring import ranked_mask, zscore_moments
 
         ranked = ranked_mask(details.excluded, None, details.scores.shape)
         k = min(self.config.agreement_k, self.n_items)
         agreement = torch.zeros(items.shape)
-        zscores = []
+        zscores, member_ranks = [], []
         for position, scores in enumerate(details.member_scores):
             top = torch.topk(scores.masked_fill(~ranked, -math.inf), k, dim=1).indices
-            in_top = torch.zeros_like(ranked).scatter_(1, top, True)
-            agreement += details.member_weights[:, position : position + 1] * in_top.gather(1, items).float()
-            zscores.append(normalise(scores, "zscore", ranked).gather(1, items))
+            matches = items[:, :, None] == top[:, None, :]
+            found = matches.any(2)
+            member_ranks.append(torch.where(found, matches.float().argmax(2) + 1, 0))
+            agreement += details.member_weights[:, position : position + 1] * found.float()
+            mean, std = zscore_moments(scores, ranked)
+            zscores.append((scores.gather(1, items) - mean) / std)
         dispersion = (
             torch.stack(zscores).std(0, unbiased=False) if len(zscores) > 1 else torch.zeros(items.shape)
         )
-        fused_rank = ranks(details.scores, ranked).gather(1, items).float()
-        fused_z = normalise(details.scores, "zscore", ranked).gather(1, items)
-        return torch.stack([agreement, dispersion, torch.log(fused_rank), fused_z], dim=-1)
+        position_in_list = torch.log1p(torch.arange(items.shape[1], dtype=torch.float32)).expand(items.shape)
+        mean, std = zscore_moments(details.scores, ranked)
+        fused_z = (details.scores.gather(1, items) - mean) / std
+        features = torch.stack([agreement, dispersion, position_in_list, fused_z], dim=-1)
+        return features, torch.stack(member_ranks, dim=2)
 
     def recommend(
         self,
@@ -385,35 +401,39 @@ class Ensemble(Recommender):
             top_scores, top_items = torch.topk(
                 details.scores.masked_fill(~allowed, -math.inf), min(k, self.n_items), dim=1
             )
+            features, member_ranks = self._confidence_and_member_ranks(details, top_items)
             confidence = (
-                self.calibrator(self.confidence_features(details, top_items))
+                self.calibrator(features)
                 if self.calibrator is not None
                 else torch.full(top_items.shape, math.nan)
             )
-            member_ranks = [
-                _ranks_of(scores, details.excluded, top_items) for scores in details.member_scores
-            ]
             n_allowed = allowed.sum(1).tolist()
+            # Python lists once per batch: indexing tensors element by element is slow.
+            items_rows, score_rows, confidence_rows = (
+                top_items.tolist(),
+                top_scores.tolist(),
+                confidence.tolist(),
+            )
+            weight_rows = details.member_weights.tolist()
+            rank_rows = member_ranks.tolist()  # users x k x members
             for row in range(len(batch)):
                 keep = [
                     column
                     for column in range(min(k, int(n_allowed[row])))
-                    if min_confidence is None or float(confidence[row, column]) >= min_confidence
+                    if min_confidence is None or confidence_rows[row][column] >= min_confidence
                 ]
-                result.items.append(self.items.lookup(top_items[row, keep].tolist()))
-                result.scores.append(top_scores[row, keep].tolist())
-                result.confidences.append(confidence[row, keep].tolist())
+                weights = weight_rows[row]
+                contributing = [(p, m) for p, m in enumerate(details.members) if weights[p] > 0]
+                result.items.append(self.items.lookup([items_rows[row][c] for c in keep]))
+                result.scores.append([score_rows[row][c] for c in keep])
+                result.confidences.append([confidence_rows[row][c] for c in keep])
                 result.members.append(
                     [
                         {
-                            member: {
-                                "weight": float(details.member_weights[row, position]),
-                                "rank": int(member_ranks[position][row, column]),
-                            }
-                            for position, member in enumerate(details.members)
-                            if float(details.member_weights[row, position]) > 0
+                            m: {"weight": weights[p], "rank": rank_rows[row][c][p] or None}
+                            for p, m in contributing
                         }
-                        for column in keep
+                        for c in keep
                     ]
                 )
         return result
@@ -440,13 +460,6 @@ class Ensemble(Recommender):
 
     def save(self, path: str, **kwargs: Any) -> None:
         save_ensemble(self, path, **kwargs)
-
-
-def _ranks_of(scores: torch.Tensor, excluded: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-    """1-based rank of ``items`` in the member's own ranking of each user's ranked items."""
-    from cinesync.scoring import ranks
-
-    return ranks(scores, ~excluded).gather(1, items)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -26,6 +26,15 @@ def ranked_mask(
     return ~excluded if relevant is None else ~excluded | relevant
 
 
+def zscore_moments(scores: torch.Tensor, ranked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of each row over its ``ranked`` items, shaped ``(users, 1)``."""
+    weights = ranked.float()
+    count = weights.sum(1, keepdim=True).clamp_min(1)
+    mean = (scores * weights).sum(1, keepdim=True) / count
+    variance = (((scores - mean) ** 2) * weights).sum(1, keepdim=True) / count
+    return mean, variance.sqrt().clamp_min(1e-12)
+
+
 def normalise(scores: torch.Tensor, method: Normalisation, ranked: torch.Tensor) -> torch.Tensor:
     """Each row of ``scores`` put on a common scale, with statistics over the ``ranked`` items of the row.
 
@@ -34,20 +43,18 @@ def normalise(scores: torch.Tensor, method: Normalisation, ranked: torch.Tensor)
     scores = scores.float()
     if method == "none":
         return scores
-    count = ranked.sum(1, keepdim=True).clamp_min(1)
     if method == "rank":
+        count = ranked.sum(1, keepdim=True).clamp_min(1)
         positions = ranks(scores, ranked).float()
-        normalised = 1.0 - (positions - 1) / (count - 1).clamp_min(1)
-    elif method == "zscore":
-        kept = scores.masked_fill(~ranked, 0.0)
-        mean = kept.sum(1, keepdim=True) / count
-        variance = ((scores - mean).masked_fill(~ranked, 0.0) ** 2).sum(1, keepdim=True) / count
-        normalised = (scores - mean) / variance.sqrt().clamp_min(1e-12)
+        return torch.where(ranked, 1.0 - (positions - 1) / (count - 1).clamp_min(1), 0.0)
+    low = scores.masked_fill(~ranked, math.inf).amin(1, keepdim=True)
+    if method == "zscore":
+        mean, std = zscore_moments(scores, ranked)
+        normalised, floor = (scores - mean) / std, (low - mean) / std
     else:
-        low = scores.masked_fill(~ranked, math.inf).amin(1, keepdim=True)
         high = scores.masked_fill(~ranked, -math.inf).amax(1, keepdim=True)
-        normalised = (scores - low) / (high - low).clamp_min(1e-12)
-    floor = normalised.masked_fill(~ranked, math.inf).amin(1, keepdim=True)
+        span = (high - low).clamp_min(1e-12)
+        normalised, floor = (scores - low) / span, torch.zeros_like(low)
     return torch.where(ranked, normalised, floor)
 
 
@@ -72,3 +79,13 @@ def ndcg_at_k(
     ideal_hits = relevant.sum(1).clamp(max=top.shape[1])
     ideal = torch.cumsum(discounts, 0)[(ideal_hits - 1).clamp_min(0)] * (ideal_hits > 0)
     return torch.where(ideal > 0, dcg / ideal.clamp_min(1e-12), torch.zeros_like(dcg))
+
+
+def ranks_of(scores: torch.Tensor, ranked: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """1-based rank, among each row's ``ranked`` items, of the ``items`` ``(users, n)`` of that row: one plus the
+    number of ranked items scored strictly higher (ties share the better rank). Costs ``users x n x n_items``
+    comparisons instead of a full sort, so it is cheap for a top-k list."""
+    scores = scores.float()
+    chosen = scores.gather(1, items)
+    higher = (scores.masked_fill(~ranked, -math.inf)[:, None, :] > chosen[:, :, None]).sum(2)
+    return higher + 1

@@ -124,7 +124,8 @@ def test_recommend_returns_confidences_members_and_filters_by_confidence(
     assert ((confidences >= 0) & (confidences <= 1)).all()
     for members in result.members[0]:
         assert set(members) <= set(ensemble.members)
-        assert all(m["weight"] > 0 and m["rank"] >= 1 for m in members.values())
+        assert all(m["weight"] > 0 and (m["rank"] is None or 1 <= m["rank"] <= 20) for m in members.values())
+    assert any(m["rank"] is not None for members in result.members[0] for m in members.values())
     threshold = float(np.median(confidences))
     filtered = ensemble.recommend([0, 1], k=5, min_confidence=threshold)
     assert all(c >= threshold for row in filtered.confidences for c in row)

@@ -169,3 +169,13 @@ def test_every_fusion_ignores_excluded_items_in_its_statistics() -> None:
         same = fusion.fuse(plain).scores[ranked]
         assert torch.allclose(fusion.fuse(spiked).scores[ranked], same, atol=1e-5)
     assert not math.isnan(float(normalise(huge[0], "zscore", ranked).sum()))
+
+
+def test_ranks_of_a_top_list_match_the_full_ranks() -> None:
+    from cinesync.scoring import ranks_of
+
+    generator = torch.Generator().manual_seed(3)
+    scores = torch.randn(5, 30, generator=generator)
+    ranked = torch.rand(5, 30, generator=generator) > 0.2
+    items = torch.topk(scores.masked_fill(~ranked, -math.inf), 4, dim=1).indices
+    assert torch.equal(ranks_of(scores, ranked, items), ranks(scores, ranked).gather(1, items))
