@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=0, help="How many users (default: all).")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=1024, help="Users per scoring call (both sides).")
     args = parser.parse_args()
     ensemble = cinesync.load(args.artifact)
     if not isinstance(ensemble, Ensemble):
@@ -38,7 +39,7 @@ def main() -> None:
     assert ensemble.users is not None
     ids = ensemble.users.lookup(range(n_users))
     index = torch.arange(n_users)
-    batch = 1024
+    batch = args.batch_size
 
     def members() -> None:
         with torch.no_grad():

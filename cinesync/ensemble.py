@@ -16,8 +16,9 @@ with the fusion fitted in between:
    users as the row ``ensemble``, and compared with its best member by paired tests.
 
 Confidence. For each recommended item the raw signals are the members' agreement (the weighted share of members
-that have the item in their own top ``agreement_k``), their dispersion (standard deviation of the members'
-z-scored scores), its position in the fused list and its fused z-score. A logistic regression on validation
+that have the item in their own top ``agreement_k``), their dispersion (standard deviation of the item's rank
+across members, a rank outside a member's top ``agreement_k`` counting as ``agreement_k + 1``), its position in
+the fused list and its fused z-score. A logistic regression on validation
 (label: the item is the user's held-out item) turns them into a calibrated probability, so a confidence of 0.2
 means about one in five such items was right on validation; ``recommend(..., min_confidence=c)`` keeps the items
 at or above ``c``.
@@ -116,10 +117,33 @@ class EnsembleRecommendations(Recommendations):
     """:class:`Recommendations` with, per item, its calibrated ``confidences`` and the ``members`` that made it:
     ``{member name: {"weight": the member's weight for this user, "rank": the item's rank in that member's own
     ranking, or None when it is outside the member's top agreement_k}}`` for every member with a non-zero
-    weight."""
+    weight. ``member_weights[u]`` holds user ``u``'s weight per member (in ``member_names`` order); ``members``
+    is built from it on first access (serving many users need not pay for the nested dictionaries)."""
 
     confidences: list[list[float]] = field(default_factory=list)
-    members: list[list[dict[str, dict[str, float | None]]]] = field(default_factory=list)
+    member_names: list[str] = field(default_factory=list)
+    member_weights: list[list[float]] = field(default_factory=list)
+    #: Per user, per kept item, per member: the item's rank in the member's top agreement_k (0 = not there).
+    member_ranks: list[list[list[int]]] = field(default_factory=list)
+    _members: list[list[dict[str, dict[str, float | None]]]] | None = field(default=None, repr=False)
+
+    @property
+    def members(self) -> list[list[dict[str, dict[str, float | None]]]]:
+        if self._members is None:
+            built = []
+            for weights, ranks in zip(self.member_weights, self.member_ranks, strict=True):
+                contributing = [(p, name) for p, name in enumerate(self.member_names) if weights[p] > 0]
+                built.append(
+                    [
+                        {
+                            name: {"weight": weights[p], "rank": item_ranks[p] or None}
+                            for p, name in contributing
+                        }
+                        for item_ranks in ranks
+                    ]
+                )
+            self._members = built
+        return self._members
 
     def to_records(self) -> list[dict[str, Any]]:
         records = super().to_records()
@@ -274,7 +298,11 @@ class Ensemble(Recommender):
             try:
                 with torch.no_grad():
                     values = member.score(users).float()
-                if values.shape != (len(users), self.n_items) or not torch.isfinite(values).all():
+                # One reduction instead of an elementwise mask: NaN or inf anywhere makes the sum non-finite
+                # (a finite overflow too, which the exact check below then clears).
+                if values.shape != (len(users), self.n_items) or (
+                    not torch.isfinite(values.sum()) and not torch.isfinite(values).all()
+                ):
                     raise CineSyncError(
                         f"returned scores of shape {tuple(values.shape)} with non-finite values"
                         if values.shape == (len(users), self.n_items)
@@ -335,18 +363,17 @@ class Ensemble(Recommender):
         ranked = ranked_mask(details.excluded, None, details.scores.shape)
         k = min(self.config.agreement_k, self.n_items)
         agreement = torch.zeros(items.shape)
-        zscores, member_ranks = [], []
+        member_ranks = []
         for position, scores in enumerate(details.member_scores):
             top = torch.topk(scores.masked_fill(~ranked, -math.inf), k, dim=1).indices
             matches = items[:, :, None] == top[:, None, :]
             found = matches.any(2)
             member_ranks.append(torch.where(found, matches.float().argmax(2) + 1, 0))
             agreement += details.member_weights[:, position : position + 1] * found.float()
-            mean, std = zscore_moments(scores, ranked)
-            zscores.append((scores.gather(1, items) - mean) / std)
-        dispersion = (
-            torch.stack(zscores).std(0, unbiased=False) if len(zscores) > 1 else torch.zeros(items.shape)
-        )
+        # Dispersion of the members' ranks of the item (outside a member's top k counts as k + 1), in [0, 0.5].
+        capped = torch.stack(member_ranks, dim=2).float()
+        capped = torch.where(capped > 0, capped, k + 1.0) / (k + 1.0)
+        dispersion = capped.std(2, unbiased=False) if capped.shape[2] > 1 else torch.zeros(items.shape)
         position_in_list = torch.log1p(torch.arange(items.shape[1], dtype=torch.float32)).expand(items.shape)
         mean, std = zscore_moments(details.scores, ranked)
         fused_z = (details.scores.gather(1, items) - mean) / std
@@ -392,14 +419,16 @@ class Ensemble(Recommender):
             batch = user_index[start : start + batch_size]
             with torch.no_grad():
                 details = self.score_details(batch)
-            allowed = torch.ones_like(details.excluded)
-            if candidate_index is not None:
-                allowed = torch.zeros_like(allowed)
-                allowed[:, candidate_index] = True
-            if exclude_seen:
-                allowed &= ~details.excluded
+            if candidate_index is None:
+                blocked = details.excluded if exclude_seen else torch.zeros_like(details.excluded)
+            else:
+                blocked = torch.ones_like(details.excluded)
+                blocked[:, candidate_index] = False
+                if exclude_seen:
+                    blocked |= details.excluded
+            allowed = ~blocked
             top_scores, top_items = torch.topk(
-                details.scores.masked_fill(~allowed, -math.inf), min(k, self.n_items), dim=1
+                details.scores.masked_fill(blocked, -math.inf), min(k, self.n_items), dim=1
             )
             features, member_ranks = self._confidence_and_member_ranks(details, top_items)
             confidence = (
@@ -409,33 +438,33 @@ class Ensemble(Recommender):
             )
             n_allowed = allowed.sum(1).tolist()
             # Python lists once per batch: indexing tensors element by element is slow.
-            items_rows, score_rows, confidence_rows = (
-                top_items.tolist(),
-                top_scores.tolist(),
-                confidence.tolist(),
-            )
-            weight_rows = details.member_weights.tolist()
-            rank_rows = member_ranks.tolist()  # users x k x members
+            width = top_items.shape[1]
+            item_ids = self.items.lookup(top_items.reshape(-1).tolist())
+            score_rows, confidence_rows = top_scores.tolist(), confidence.tolist()
+            weight_rows, rank_rows = details.member_weights.tolist(), member_ranks.tolist()
+            result.member_names = details.members
             for row in range(len(batch)):
-                keep = [
-                    column
-                    for column in range(min(k, int(n_allowed[row])))
-                    if min_confidence is None or confidence_rows[row][column] >= min_confidence
-                ]
-                weights = weight_rows[row]
-                contributing = [(p, m) for p, m in enumerate(details.members) if weights[p] > 0]
-                result.items.append(self.items.lookup([items_rows[row][c] for c in keep]))
-                result.scores.append([score_rows[row][c] for c in keep])
-                result.confidences.append([confidence_rows[row][c] for c in keep])
-                result.members.append(
-                    [
-                        {
-                            m: {"weight": weights[p], "rank": rank_rows[row][c][p] or None}
-                            for p, m in contributing
-                        }
-                        for c in keep
+                ids = item_ids[row * width : (row + 1) * width]
+                count = min(k, int(n_allowed[row]))
+                if min_confidence is None and count == width:
+                    keep = None
+                else:
+                    keep = [
+                        c
+                        for c in range(count)
+                        if min_confidence is None or confidence_rows[row][c] >= min_confidence
                     ]
-                )
+                if keep is None:
+                    result.items.append(ids)
+                    result.scores.append(score_rows[row])
+                    result.confidences.append(confidence_rows[row])
+                    result.member_ranks.append(rank_rows[row])
+                else:
+                    result.items.append([ids[c] for c in keep])
+                    result.scores.append([score_rows[row][c] for c in keep])
+                    result.confidences.append([confidence_rows[row][c] for c in keep])
+                    result.member_ranks.append([rank_rows[row][c] for c in keep])
+                result.member_weights.append(weight_rows[row])
         return result
 
     # -- persistence ---------------------------------------------------------------------------------------

@@ -10,13 +10,13 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import torch
 from pydantic import Field
 
 from cinesync.interfaces import ComponentConfig, Fusion, FusionInput, FusionOutput
-from cinesync.scoring import Normalisation, normalise, ranked_mask
+from cinesync.scoring import Normalisation, normalise, ranked_mask, weighted_normalised_sum
 
 
 class NormalisedConfig(ComponentConfig):
@@ -176,8 +176,12 @@ class AdaptiveFusion(Fusion):
         self.feature_std: torch.Tensor | None = None
         self.fit_info: dict[str, float] = {}
 
-    def gate_features(self, inputs: FusionInput, stacked: torch.Tensor) -> torch.Tensor:
-        """Features ``(users, F)`` the weights are computed from; ``stacked`` is ``(users, members, items)``."""
+    #: Whether :meth:`gate_features` reads the normalised member scores (else it gets None: serving skips them).
+    gate_reads_scores: ClassVar[bool] = True
+
+    def gate_features(self, inputs: FusionInput, stacked: torch.Tensor | None) -> torch.Tensor:
+        """Features ``(users, F)`` the weights are computed from; ``stacked`` is ``(users, members, items)``
+        (None when ``gate_reads_scores`` is False)."""
         raise NotImplementedError
 
     def fit(self, inputs: FusionInput, relevant: torch.Tensor) -> Self:
@@ -214,18 +218,21 @@ class AdaptiveFusion(Fusion):
         if self.network is None or self.feature_mean is None or self.feature_std is None:
             raise NotFittedError(f"the {type(self).__name__} is not fitted: fit it on validation data first")
         positions = member_positions(self.members, inputs.members, type(self).__name__)
-        stacked = normalised_members(inputs, self.config.normalisation)
-        full = torch.zeros(stacked.shape[0], len(self.members), stacked.shape[2])
-        full[:, positions] = stacked
+        full: torch.Tensor | None = None
+        if self.gate_reads_scores:
+            stacked = normalised_members(inputs, self.config.normalisation)
+            full = torch.zeros(stacked.shape[0], len(self.members), stacked.shape[2])
+            full[:, positions] = stacked
         features = standardise(
             self.gate_features(_padded(inputs, self.members), full), self.feature_mean, self.feature_std
         )
         present = torch.zeros(len(self.members), dtype=torch.bool)
         present[positions] = True
         with torch.no_grad():
-            weights = self.network(features, present.expand(len(features), -1))
-            fused = torch.einsum("um,umi->ui", weights, full)
-        return FusionOutput(scores=fused, member_weights=weights[:, positions])
+            weights = self.network(features, present.expand(len(features), -1))[:, positions]
+            ranked = ranked_mask(inputs.excluded, None, inputs.scores[0].shape)
+            fused = weighted_normalised_sum(inputs.scores, weights, self.config.normalisation, ranked)
+        return FusionOutput(scores=fused, member_weights=weights)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         if self.network is None or self.feature_mean is None or self.feature_std is None:

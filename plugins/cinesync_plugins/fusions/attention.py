@@ -28,8 +28,9 @@ class AttentionFusion(AdaptiveFusion):
         pass
 
     config: Config
+    gate_reads_scores = False
 
-    def gate_features(self, inputs: FusionInput, stacked: torch.Tensor) -> torch.Tensor:
+    def gate_features(self, inputs: FusionInput, stacked: torch.Tensor | None) -> torch.Tensor:
         if inputs.user_features is None:
             raise CineSyncError("the attention fusion needs user features; fuse through a cinesync Ensemble")
         return inputs.user_features.float()

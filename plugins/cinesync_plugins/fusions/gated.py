@@ -25,7 +25,8 @@ class GatedFusion(AdaptiveFusion):
 
     config: Config
 
-    def gate_features(self, inputs: FusionInput, stacked: torch.Tensor) -> torch.Tensor:
+    def gate_features(self, inputs: FusionInput, stacked: torch.Tensor | None) -> torch.Tensor:
+        assert stacked is not None
         ranked = ranked_mask(inputs.excluded, None, stacked[:, 0].shape)
         n_users, n_members, n_items = stacked.shape
         top = min(self.config.top, n_items)

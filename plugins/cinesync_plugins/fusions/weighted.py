@@ -14,7 +14,7 @@ from pydantic import Field
 
 from cinesync.errors import CineSyncError
 from cinesync.interfaces import Fusion, FusionInput, FusionOutput
-from cinesync.scoring import ndcg_at_k, normalise, ranked_mask
+from cinesync.scoring import ndcg_at_k, ranked_mask, weighted_normalised_sum
 from cinesync_plugins.fusions._fusion import (
     NormalisedConfig,
     member_positions,
@@ -97,10 +97,10 @@ class WeightedFusion(Fusion):
         if float(chosen.abs().sum()) == 0.0:
             raise CineSyncError(f"weighted fusion: every member given ({inputs.members}) has weight 0")
         ranked = ranked_mask(inputs.excluded, None, inputs.scores[0].shape)
-        fused = torch.zeros(inputs.scores[0].shape)
-        for weight, scores in zip(chosen.tolist(), inputs.scores, strict=True):
-            if weight != 0.0:
-                fused += weight * normalise(scores, self.config.normalisation, ranked)
+        kept = [position for position, weight in enumerate(chosen.tolist()) if weight != 0.0]
+        fused = weighted_normalised_sum(
+            [inputs.scores[p] for p in kept], chosen[kept], self.config.normalisation, ranked
+        )
         return FusionOutput(scores=fused, member_weights=member_weight_rows(chosen, len(inputs.users)))
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
