@@ -8,7 +8,7 @@ with the fusion fitted in between:
 2. Optional greedy forward selection of members on validation NDCG (Caruana, Niculescu-Mizil, Crew & Ksikes,
    "Ensemble Selection from Libraries of Models", ICML 2004): start empty, repeatedly add (with replacement)
    the member whose addition to the average of normalised scores most raises validation NDCG@k; members never
-   added are dropped.
+   added are left out of the ensemble (but still tested, so the comparison is with every listed member).
 3. The fusion is fitted on those validation scores and the validation items (validation data only), then the
    confidence calibrator on the fused validation top lists.
 4. Every kept member is refitted on *train + validation* (iterative ones for their best epoch count) and
@@ -894,10 +894,11 @@ def run_ensemble(
         validation_ensemble.confidence_features(details, top), relevant.gather(1, top)
     )
 
-    # 4. refit members, evaluate members and the ensemble on test
+    # 4. refit members, evaluate members and the ensemble on test. Members the selection dropped are refitted
+    # and tested too: the ensemble is compared with the best of every member the manifest lists.
     results: dict[str, ModelResult] = {}
     refitted: dict[str, Recommender] = {}
-    for name in names:
+    for name in fits:
         try:
             refitted_model = member_cache.refit(specs[name]) if member_cache is not None else None
             model, result = refit_and_test(
@@ -914,7 +915,9 @@ def run_ensemble(
         except Exception as error:
             failed(name, error, "refit")
             continue
-        refitted[name], results[name] = model, result
+        results[name] = result
+        if name in names:
+            refitted[name] = model
         if on_result is not None:
             on_result(result)
     if not refitted:
@@ -1031,7 +1034,7 @@ def run_ensemble(
 def ensemble_summary(run: EnsembleRun) -> dict[str, Any]:
     """The ensemble-specific part of a run's report: selection, validation, comparison, calibration."""
     return {
-        "members": [n for n in run.suite.results if n != "ensemble"],
+        "members": list(run.ensemble.members),
         "skipped": run.skipped,
         "selection": run.selection,
         "validation": run.validation,

@@ -210,6 +210,12 @@ def test_greedy_selection_and_the_member_cache(tmp_path: Path) -> None:
     first = run_ensemble(manifest, progress=False, cache=tmp_path / "cache")
     assert sum(first.selection.values()) >= 1
     assert set(first.ensemble.members) == {n for n, c in first.selection.items() if c > 0}
+    assert set(first.suite.results) == {
+        "popularity",
+        "ease",
+        "itemknn",
+        "ensemble",
+    }  # dropped ones are tested
     assert len(list((tmp_path / "cache").iterdir())) == 3
     again = run_ensemble(manifest, progress=False, cache=tmp_path / "cache")
     assert again.suite.results["ensemble"].metrics == first.suite.results["ensemble"].metrics
