@@ -365,7 +365,8 @@ class Ensemble(Recommender):
         agreement = torch.zeros(items.shape)
         member_ranks = []
         for position, scores in enumerate(details.member_scores):
-            top = torch.topk(scores.masked_fill(~ranked, -math.inf), k, dim=1).indices
+            # Member matrices may be views of a member's own state (popularity expands one row): never written.
+            top = torch.topk(scores.masked_fill(details.excluded, -math.inf), k, dim=1).indices
             matches = items[:, :, None] == top[:, None, :]
             found = matches.any(2)
             member_ranks.append(torch.where(found, matches.float().argmax(2) + 1, 0))
