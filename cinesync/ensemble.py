@@ -772,16 +772,14 @@ def run_ensemble(
     import torch
 
     from cinesync import registry
-    from cinesync.evaluation import evaluate
     from cinesync.evaluation.statistics import paired_t_test, wilcoxon_test
     from cinesync.manifest import check_components
     from cinesync.scoring import ndcg_at_k, normalise, ranked_mask
     from cinesync.suite import (
-        ModelResult,
         SuiteResult,
-        TopItemsRecorder,
         ValidationFit,
         describe_metrics,
+        evaluate_on_test,
         evaluated_users,
         evaluation_context,
         fit_on_train,
@@ -933,33 +931,21 @@ def run_ensemble(
         on_member_failure=manifest.on_member_failure,
         agreement_k=manifest.confidence.agreement_k,
     )
-    recorder = TopItemsRecorder(k=protocol.fairness.exposure_k)
-    evaluation = evaluate(
+    ensemble_result = evaluate_on_test(
         ensemble,
-        split.test,
-        metrics=[*protocol.metrics, recorder],
-        batch_size=protocol.batch_size,
-        context=context,
-    )
-    evaluation.metrics.pop(recorder.name)
-    ensemble_result = ModelResult(
+        split,
+        protocol,
+        context,
         name="ensemble",
         component=f"ensemble:{manifest.fusion.component}",
-        metrics=evaluation.metrics,
         validation={"ndcg@10": validation["ensemble_ndcg@10"]},
         train_seconds=sum(r.train_seconds for r in results.values()) + fusion_seconds,
-        eval_seconds=evaluation.seconds,
-        n_parameters=ensemble.n_parameters(),
         fit_info={
             "fusion_seconds": fusion_seconds,
             "members": list(refitted),
             "selection": selection,
             **getattr(fusion, "fit_info", {}),
         },
-        artifact=None,
-        per_user=dict(evaluation.per_user),
-        users=evaluation.users,
-        top_items=recorder.items,
     )
     results["ensemble"] = ensemble_result
     if on_result is not None:

@@ -233,7 +233,6 @@ def refit_and_test(
 
     ``refitted`` is a model already refitted under this protocol and the seconds it took (a cached one)."""
     from cinesync import registry
-    from cinesync.evaluation import evaluate
     from cinesync.train.trainer import TrainerConfig
 
     assert spec.component is not None
@@ -271,6 +270,36 @@ def refit_and_test(
         train_seconds += time.perf_counter() - started
     fit_info.update(model.fit_info)
     model.fit_info = fit_info
+    result = evaluate_on_test(
+        model,
+        split,
+        protocol,
+        context,
+        name=spec.display_name,
+        component=spec.component,
+        validation=validation.metrics if validation is not None else {},
+        train_seconds=train_seconds,
+        fit_info=fit_info,
+    )
+    return model, result
+
+
+def evaluate_on_test(
+    model: Recommender,
+    split: Split,
+    protocol: EvaluationProtocol,
+    context: dict[str, Any] | None,
+    *,
+    name: str,
+    component: str,
+    validation: dict[str, float],
+    train_seconds: float,
+    fit_info: dict[str, Any],
+) -> ModelResult:
+    """Evaluate a fitted ``model`` on the test split under ``protocol``, keeping its per-user values and top-k
+    lists (what reports need)."""
+    from cinesync.evaluation import evaluate
+
     recorder = TopItemsRecorder(k=protocol.fairness.exposure_k)
     evaluation = evaluate(
         model,
@@ -280,11 +309,11 @@ def refit_and_test(
         context=context,
     )
     evaluation.metrics.pop(recorder.name)
-    result = ModelResult(
-        name=spec.display_name,
-        component=spec.component,
+    return ModelResult(
+        name=name,
+        component=component,
         metrics=evaluation.metrics,
-        validation=validation.metrics if validation is not None else {},
+        validation=validation,
         train_seconds=train_seconds,
         eval_seconds=evaluation.seconds,
         n_parameters=model.n_parameters(),
@@ -294,7 +323,6 @@ def refit_and_test(
         users=evaluation.users,
         top_items=recorder.items,
     )
-    return model, result
 
 
 def train_and_evaluate(

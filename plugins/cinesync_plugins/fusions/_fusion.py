@@ -198,8 +198,21 @@ class AdaptiveFusion(Fusion):
             weights = network(features[positions])
             return torch.einsum("um,umi->ui", weights, stacked[positions]) * network.log_sharpness.exp()
 
-        self.fit_info = fit_listwise(
-            network,
+        self.fit_info = self.train_listwise(network, logits, relevant, ranked)
+        self.network = network
+        return self
+
+    def train_listwise(
+        self,
+        module: torch.nn.Module,
+        logits: Callable[[torch.Tensor], torch.Tensor],
+        relevant: torch.Tensor,
+        ranked: torch.Tensor,
+        batch_size: int = 256,
+    ) -> dict[str, float]:
+        """:func:`fit_listwise` with this fusion's passes, optimiser settings, holdout and seed."""
+        return fit_listwise(
+            module,
             logits,
             relevant,
             ranked,
@@ -208,9 +221,8 @@ class AdaptiveFusion(Fusion):
             weight_decay=self.config.weight_decay,
             holdout=self.config.holdout,
             seed=self.config.seed,
+            batch_size=batch_size,
         )
-        self.network = network
-        return self
 
     def fuse(self, inputs: FusionInput) -> FusionOutput:
         from cinesync.errors import NotFittedError

@@ -22,7 +22,6 @@ from cinesync_plugins.fusions._fusion import (
     AdaptiveConfig,
     AdaptiveFusion,
     feature_moments,
-    fit_listwise,
     member_positions,
     member_weight_rows,
     normalised_members,
@@ -99,16 +98,11 @@ class LearnedFusion(AdaptiveFusion):
         context = standardise(context, self.feature_mean, self.feature_std)
         stacker = StackingNetwork(len(inputs.members), context.shape[2], self.config.hidden)
         ranked = ranked_mask(inputs.excluded, relevant, relevant.shape)
-        self.fit_info = fit_listwise(
+        self.fit_info = self.train_listwise(
             stacker,
             lambda users: stacker(member_features[users], context[users]),
             relevant,
             ranked,
-            steps=self.config.passes,
-            learning_rate=self.config.learning_rate,
-            weight_decay=self.config.weight_decay,
-            holdout=self.config.holdout,
-            seed=self.config.seed,
             batch_size=self.config.batch_users,
         )
         self.stacker = stacker
