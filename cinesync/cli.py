@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,6 @@ def run(
     cache: Path | None,
 ) -> None:
     """Train and evaluate every model of a suite (or model) MANIFEST and print a comparison table."""
-    from cinesync.evaluation.metrics import metric_label
     from cinesync.manifest import EnsembleManifest, ModelManifest, ModelSpec, SuiteManifest, load_manifest
     from cinesync.suite import run_suite, write_json
 
@@ -125,17 +125,7 @@ def run(
         assert isinstance(loaded, SuiteManifest)
         suite = loaded
     console = _console()
-    protocol = suite.evaluation
-    console.print(
-        f"[bold]{suite.name}[/bold]: {len(suite.models)} model(s) on {protocol.dataset.name}, "
-        f"split {protocol.split.method}, full ranking, "
-        f"metrics {', '.join(metric_label(m) for m in protocol.metrics)}"
-    )
-
-    def report(result: Any) -> None:
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
-        console.print(f"  [green]done[/green] {result.name}: {shown} (train {result.train_seconds:.1f}s)")
-
+    report = _announce_run(console, f"{len(suite.models)} model(s)", suite.name, suite.evaluation)
     outcome = run_suite(
         suite, source=str(manifest), data_dir=data_dir, output=output, progress=progress, on_result=report
     )
@@ -472,6 +462,22 @@ def recommend(
         console.print(table)
 
 
+def _announce_run(console: Any, what: str, name: str, protocol: Any) -> Callable[[Any], None]:
+    """Print the protocol line of a suite or ensemble run; returns the callback printing each model's result."""
+    from cinesync.evaluation.metrics import metric_label
+
+    console.print(
+        f"[bold]{name}[/bold]: {what} on {protocol.dataset.name}, split {protocol.split.method}, full ranking, "
+        f"metrics {', '.join(metric_label(m) for m in protocol.metrics)}"
+    )
+
+    def report(result: Any) -> None:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
+        console.print(f"  [green]done[/green] {result.name}: {shown} (train {result.train_seconds:.1f}s)")
+
+    return report
+
+
 def _run_ensemble(
     loaded: Any,
     manifest: Path,
@@ -483,22 +489,12 @@ def _run_ensemble(
 ) -> None:
     """``cinesync run`` of an ensemble manifest: members and the fused row ``ensemble`` side by side."""
     from cinesync.ensemble import ensemble_summary, run_ensemble
-    from cinesync.evaluation.metrics import metric_label
     from cinesync.evaluation.report import build_report
     from cinesync.suite import write_json
 
     console = _console()
-    protocol = loaded.evaluation
-    console.print(
-        f"[bold]{loaded.name}[/bold]: ensemble of {len(loaded.members)} members fused by "
-        f"{loaded.fusion.component} on {protocol.dataset.name}, split {protocol.split.method}, full ranking, "
-        f"metrics {', '.join(metric_label(m) for m in protocol.metrics)}"
-    )
-
-    def report(result: Any) -> None:
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
-        console.print(f"  [green]done[/green] {result.name}: {shown} (train {result.train_seconds:.1f}s)")
-
+    what = f"ensemble of {len(loaded.members)} members fused by {loaded.fusion.component}"
+    report = _announce_run(console, what, loaded.name, loaded.evaluation)
     run = run_ensemble(
         loaded,
         source=str(manifest),

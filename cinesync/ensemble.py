@@ -43,8 +43,6 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Hashable, Sequence
@@ -512,18 +510,16 @@ def save_ensemble(
 
     from cinesync import __version__
     from cinesync.serve.artifacts import (
-        _replace_directory,
-        _sha256,
         _toml_safe,
         component_info_for,
         save_artifact,
+        staged_directory,
+        write_card_and_checksums,
     )
 
     target = Path(path)
     fusion_info = _fusion_info(type(ensemble.fusion))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with staged_directory(target) as staging:
         for member_name, member in ensemble.members.items():
             if component_info_for(type(member)) is None:
                 raise ArtifactError(f"ensemble member {member_name!r} is not a registered recommender")
@@ -559,7 +555,6 @@ def save_ensemble(
         (staging / "manifest.toml").write_text(tomli_w.dumps(_toml_safe(manifest)), encoding="utf-8")
         tensors = {k: v.detach().cpu().contiguous() for k, v in ensemble.state_tensors().items()}
         save_file(tensors, str(staging / "weights.safetensors"))
-        (staging / "metrics.json").write_text(json.dumps(metrics or {}, indent=2), encoding="utf-8")
         card = [
             f"# {ensemble.name}",
             "",
@@ -567,17 +562,8 @@ def save_ensemble(
             f"- members: {', '.join(f'`{n}`' for n in ensemble.members)}",
             f"- trained on: {dataset or 'unknown data'} ({ensemble.n_users} users, {ensemble.n_items} items)",
         ]
-        if metrics:
-            card += ["", "| metric | value |", "| --- | --- |"]
-            card += [f"| {k} | {v:.4f} |" for k, v in metrics.items() if isinstance(v, int | float)]
-        (staging / "MODEL_CARD.md").write_text("\n".join(card) + "\n", encoding="utf-8")
         files = ("manifest.toml", "weights.safetensors", "metrics.json", "MODEL_CARD.md")
-        checksums = {file: _sha256(staging / file) for file in files}
-        (staging / "checksums.json").write_text(json.dumps(checksums, indent=2), encoding="utf-8")
-        _replace_directory(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        write_card_and_checksums(staging, card, metrics or {}, files)
     return target
 
 

@@ -22,6 +22,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -113,9 +115,7 @@ def save_artifact(
     }
     if evaluation:
         manifest["evaluation"] = evaluation
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with staged_directory(target) as staging:
         (staging / "manifest.toml").write_text(tomli_w.dumps(_toml_safe(manifest)), encoding="utf-8")
         save_file(
             tensors, str(staging / "weights.safetensors"), metadata={"format_version": str(FORMAT_VERSION)}
@@ -126,15 +126,37 @@ def save_artifact(
             "item_titles": model.item_titles or [],
         }
         (staging / "mappings.json").write_text(json.dumps(mappings), encoding="utf-8")
-        (staging / "metrics.json").write_text(json.dumps(metrics or {}, indent=2), encoding="utf-8")
-        (staging / "MODEL_CARD.md").write_text(_model_card(manifest, metrics or {}), encoding="utf-8")
-        checksums = {file: _sha256(staging / file) for file in FILES}
-        (staging / "checksums.json").write_text(json.dumps(checksums, indent=2), encoding="utf-8")
+        write_card_and_checksums(staging, _model_card(manifest), metrics or {}, FILES)
+    return target
+
+
+@contextmanager
+def staged_directory(target: Path) -> Iterator[Path]:
+    """A temporary sibling of ``target`` to fill; it replaces ``target`` in one rename when the block ends.
+
+    On any error the staging directory is removed and ``target`` is left as it was.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield staging
         _replace_directory(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return target
+
+
+def write_card_and_checksums(
+    staging: Path, card: list[str], metrics: dict[str, Any], files: tuple[str, ...]
+) -> None:
+    """Write metrics.json, MODEL_CARD.md (``card`` plus a metrics table) and the sha256 of ``files``."""
+    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    if metrics:
+        card = [*card, "", "## Test metrics", "", "| metric | value |", "| --- | --- |"]
+        card += [f"| {k} | {v:.4f} |" for k, v in metrics.items() if isinstance(v, int | float)]
+    (staging / "MODEL_CARD.md").write_text("\n".join(card) + "\n", encoding="utf-8")
+    checksums = {file: _sha256(staging / file) for file in files}
+    (staging / "checksums.json").write_text(json.dumps(checksums, indent=2), encoding="utf-8")
 
 
 def _replace_directory(staging: Path, target: Path) -> None:
@@ -147,9 +169,9 @@ def _replace_directory(staging: Path, target: Path) -> None:
         os.replace(staging, target)
 
 
-def _model_card(manifest: dict[str, Any], metrics: dict[str, Any]) -> str:
+def _model_card(manifest: dict[str, Any]) -> list[str]:
     model, data = manifest["model"], manifest["data"]
-    lines = [
+    return [
         f"# {model['name']}",
         "",
         f"- component: `{model['component']}` from {model['distribution']} {model['component_version']}",
@@ -157,10 +179,6 @@ def _model_card(manifest: dict[str, Any], metrics: dict[str, Any]) -> str:
         f"- parameters: `{json.dumps(model['params'])}`",
         f"- written by cinesync {__version__}",
     ]
-    if metrics:
-        lines += ["", "## Test metrics", "", "| metric | value |", "| --- | --- |"]
-        lines += [f"| {k} | {v:.4f} |" for k, v in metrics.items() if isinstance(v, int | float)]
-    return "\n".join(lines) + "\n"
 
 
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
