@@ -144,3 +144,24 @@ def test_negatives_shared_by_a_window_give_the_per_position_loss() -> None:
     shared = model.loss(batch)
     per_position = model.loss({k: v for k, v in batch.items() if k != "window_negatives"})
     torch.testing.assert_close(shared, per_position)
+
+
+def test_binary_next_item_losses_shift_logits_by_log_negatives() -> None:
+    from cinesync_plugins.recommenders._sequential import SequentialConfig, next_item_loss
+
+    generator = torch.Generator().manual_seed(0)
+    states, weights = torch.randn(5, 4, generator=generator), torch.randn(20, 4, generator=generator)
+    targets = torch.tensor([0, 3, 7, 7, 19])
+    negatives = torch.randint(0, 20, (5, 8), generator=generator)
+    positive_logits = (states * weights[targets]).sum(-1)
+    negative_logits = states @ weights.t()
+    negative_logits = negative_logits.gather(1, negatives)
+    config = SequentialConfig(loss="gbce", negatives=8, gbce_calibration=0.75)
+    shift = torch.log(torch.tensor(8.0))
+    expected = gbce_loss(positive_logits - shift, negative_logits - shift, 20, 0.75)
+    torch.testing.assert_close(next_item_loss(config, states, targets, weights, negatives), expected)
+    # SASRec's one-negative BCE is left as the paper has it: log 1 = 0.
+    one = negatives[:, :1]
+    config = SequentialConfig(loss="bce", negatives=1)
+    plain = gbce_loss(positive_logits, negative_logits[:, :1], 20, 0.0)
+    torch.testing.assert_close(next_item_loss(config, states, targets, weights, one), plain)
