@@ -48,12 +48,14 @@ import warnings
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 
 from cinesync.errors import ArtifactError, CineSyncError, DataError
 from cinesync.interfaces import ComponentConfig, Recommendations, Recommender
+
+_T = TypeVar("_T")
 
 if TYPE_CHECKING:
     import torch
@@ -425,7 +427,6 @@ class Ensemble(Recommender):
                 blocked[:, candidate_index] = False
                 if exclude_seen:
                     blocked |= details.excluded
-            allowed = ~blocked
             top_scores, top_items = torch.topk(
                 details.scores.masked_fill(blocked, -math.inf), min(k, self.n_items), dim=1
             )
@@ -435,7 +436,7 @@ class Ensemble(Recommender):
                 if self.calibrator is not None
                 else torch.full(top_items.shape, math.nan)
             )
-            n_allowed = allowed.sum(1).tolist()
+            n_allowed = (~blocked).sum(1).tolist()
             # Python lists once per batch: indexing tensors element by element is slow.
             width = top_items.shape[1]
             item_ids = self.items.lookup(top_items.reshape(-1).tolist())
@@ -443,26 +444,17 @@ class Ensemble(Recommender):
             weight_rows, rank_rows = details.member_weights.tolist(), member_ranks.tolist()
             result.member_names = details.members
             for row in range(len(batch)):
-                ids = item_ids[row * width : (row + 1) * width]
                 count = min(k, int(n_allowed[row]))
-                if min_confidence is None and count == width:
-                    keep = None
-                else:
-                    keep = [
-                        c
-                        for c in range(count)
-                        if min_confidence is None or confidence_rows[row][c] >= min_confidence
-                    ]
-                if keep is None:
-                    result.items.append(ids)
-                    result.scores.append(score_rows[row])
-                    result.confidences.append(confidence_rows[row])
-                    result.member_ranks.append(rank_rows[row])
-                else:
-                    result.items.append([ids[c] for c in keep])
-                    result.scores.append([score_rows[row][c] for c in keep])
-                    result.confidences.append([confidence_rows[row][c] for c in keep])
-                    result.member_ranks.append([rank_rows[row][c] for c in keep])
+                columns = [
+                    c
+                    for c in range(count)
+                    if min_confidence is None or confidence_rows[row][c] >= min_confidence
+                ]
+                ids = item_ids[row * width : (row + 1) * width]
+                result.items.append(_columns(ids, columns, width))
+                result.scores.append(_columns(score_rows[row], columns, width))
+                result.confidences.append(_columns(confidence_rows[row], columns, width))
+                result.member_ranks.append(_columns(rank_rows[row], columns, width))
                 result.member_weights.append(weight_rows[row])
         return result
 
@@ -565,6 +557,11 @@ def save_ensemble(
         files = ("manifest.toml", "weights.safetensors", "metrics.json", "MODEL_CARD.md")
         write_card_and_checksums(staging, card, metrics or {}, files)
     return target
+
+
+def _columns(values: list[_T], columns: list[int], width: int) -> list[_T]:
+    """``values`` at ``columns``; the row itself, uncopied, when every one of its ``width`` columns is kept."""
+    return values if len(columns) == width else [values[c] for c in columns]
 
 
 def _member_dir(name: str) -> str:
