@@ -134,16 +134,14 @@ def test_history_is_saved_and_not_counted_as_parameters(sasrec: SASRec, tmp_path
     assert both.exit_code != 0 and "not both" in both.output
 
 
-def test_negatives_shared_by_a_window_give_the_per_position_loss() -> None:
+def test_sampled_losses_draw_negatives_for_every_target_position() -> None:
     model = SASRec(max_length=6, dim=16, dropout=0.0, loss="gbce", negatives=5).fit(
         toy_dataset(), trainer=FAST
     )
     examples = model.training_examples(toy_dataset())
     batch = model.collate({k: v[:8] for k, v in examples.items()}, torch.Generator().manual_seed(0))
     assert batch["negatives"].shape == (*batch["targets"].shape, 5)
-    shared = model.loss(batch)
-    per_position = model.loss({k: v for k, v in batch.items() if k != "window_negatives"})
-    torch.testing.assert_close(shared, per_position)
+    assert torch.isfinite(model.loss(batch))
 
 
 def test_binary_next_item_losses_shift_logits_by_log_negatives() -> None:
